@@ -1,0 +1,98 @@
+"""Training-iteration time of Faster R-CNN R50-FPN: dense vs SR-STE vs MaxQ, side by side.
+
+Each method's model is built from the same seed; one iteration is what the training loop and
+the hooks do: ``SparsityScheduleHook``'s per-iteration mask refresh, ``train_step`` (forward,
+backward, optimizer step) and, for SR-STE, the decay step pre-hook. Methods are timed round
+robin (one iteration of each in turn) so that machine noise hits them alike; medians are
+reported with the ratio to dense.
+
+Example::
+
+    python benchmarks/train_overhead.py --size 320 --iters 8 --n 2 --m 8
+"""
+import argparse
+import statistics
+import time
+
+import torch
+
+import mmdet_maxq  # noqa: F401
+from mmdet.registry import MODELS
+from mmdet.testing import demo_mm_inputs
+from mmengine.config import Config
+from mmengine.optim import OptimWrapper
+from mmdet_maxq.sparsity import srste_decay_
+
+METHODS = ('dense', 'srste', 'maxq')
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--size', type=int, default=320, help='square image side')
+    parser.add_argument('--batch', type=int, default=2)
+    parser.add_argument('--iters', type=int, default=8, help='timed iterations per method')
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--n', type=int, default=2)
+    parser.add_argument('--m', type=int, default=8)
+    parser.add_argument('--preserve', type=float, default=0.5,
+                        help='preserve rate during the timed iterations (mid-schedule)')
+    parser.add_argument('--threads', type=int, default=None, help='torch threads')
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    return parser.parse_args()
+
+
+def build(method, args):
+    cfg = Config.fromfile('mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py')
+    arch = cfg.model
+    arch.backbone.init_cfg = None
+    torch.manual_seed(0)
+    model = MODELS.build(dict(type='SparseDetector', architecture=arch,
+                              sparsity=dict(method=method, n=args.n, m=args.m)))
+    model.init_weights()
+    model.to(args.device).train()
+    optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9))
+    if method == 'srste':
+        layers = model.sparse_layers()
+        optim.optimizer.register_step_pre_hook(
+            lambda *_: [srste_decay_(conv.weight, conv.mask, 2e-4) for conv in layers])
+    return model, optim
+
+
+def one_iteration(model, optim, data, preserve):
+    model.set_preserve_rate(preserve)  # what SparsityScheduleHook does before each iteration
+    model.train_step(data, optim)
+
+
+def sync(device):
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+
+
+def main():
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = demo_mm_inputs(args.batch, [(3, args.size, args.size)] * args.batch, num_items=[4] *
+                          args.batch, num_classes=80, device=args.device)
+    data = dict(inputs=[d for d in data['inputs']], data_samples=data['data_samples'])
+    runs = {method: build(method, args) for method in METHODS}
+    times = {method: [] for method in METHODS}
+    for i in range(args.warmup + args.iters):
+        for method, (model, optim) in runs.items():
+            sync(args.device)
+            start = time.perf_counter()
+            one_iteration(model, optim, data, args.preserve)
+            sync(args.device)
+            if i >= args.warmup:
+                times[method].append(time.perf_counter() - start)
+    dense = statistics.median(times['dense'])
+    print(f'Faster R-CNN R50-FPN, {args.batch}x{args.size}x{args.size}, {args.n}:{args.m}, '
+          f'preserve {args.preserve}, device {args.device}, threads {torch.get_num_threads()}, '
+          f'{args.iters} timed iterations per method (median)')
+    for method in METHODS:
+        t = statistics.median(times[method])
+        print(f'{method:>6}: {t * 1000:8.1f} ms/iter   {t / dense:5.3f}x dense')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,6 @@
+# The dense baseline through the same wrapper and hooks (no masks): the reference row of the
+# AP table.
+_base_ = ['./mask-rcnn_r18-tiny-maxq-2of8_fpn_synthetic.py']
+
+model = dict(sparsity=dict(method='dense'))
+custom_hooks = [dict(type='RandomStateHook')]

@@ -1,0 +1,3 @@
+from .sparsity_report import LayerRow, conv_macs, report_rows, stage_totals
+
+__all__ = ['LayerRow', 'conv_macs', 'report_rows', 'stage_totals']

@@ -1,0 +1,405 @@
+"""Convert a sparse ImageNet ResNet checkpoint into an MMDetection backbone checkpoint.
+
+The result is ``{'state_dict': {...}, 'meta': {...}}`` with MMDetection ``ResNet`` keys (no
+``backbone.`` prefix), which ``model.backbone.init_cfg=dict(type='Pretrained', checkpoint=...)``
+loads with no missing or unexpected keys: MMEngine's ``load_checkpoint`` (used by
+``PretrainedInit``) takes the weights from the ``'state_dict'`` entry.
+
+Sparsity rule: a checkpoint *claims* N:M sparsity when it carries MaxQ masks (the ``maxq``
+format). With ``fold=True`` the output conv weights are ``W * mask``; every masked layer that is
+eligible for M must then have at most N non-zeros in each block of M input channels, otherwise
+the conversion stops, names the layers and suggests the pattern the masks do follow (or
+``--no-fold`` for masks saved before sparsity reached 100%). Checkpoints without masks, and
+``fold=False``, claim nothing: their weights are imported as they are and the report says how
+many layers happen to be N:M (a warning is added when the weights follow another N:M pattern).
+"""
+import os
+import pickle
+import tempfile
+import zipfile
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import torch
+
+from mmdet_maxq.sparsity import check_nm, is_nm_eligible, is_nm_sparse, nm_compliance
+from .formats import (FORMATS, CheckpointError, detect_format, extract_state_dict, infer_depth,
+                      map_to_backbone, resnet_shapes, stage_of, strip_wrapper_prefixes, summarize)
+
+STAGES = ('stem', 'layer1', 'layer2', 'layer3', 'layer4')
+# Block sizes tried when suggesting the N:M pattern that weights actually follow.
+CANDIDATE_MS = (4, 8, 16, 32)
+
+Track = Callable[[Sequence[str]], Iterable[str]]
+
+
+@dataclass
+class LayerReport:
+    """One conv layer of the converted backbone.
+
+    Attributes:
+        name (str): Module name, e.g. ``layer1.0.conv2``.
+        stage (str): ``stem`` or ``layerI``.
+        shape (tuple): Weight shape ``(O, C, kh, kw)``.
+        eligible (bool): ``C % M == 0``.
+        nm (bool): Eligible, and at most N non-zeros in every block of M.
+        masked (bool): The source carried a mask for it.
+        compliance (float, optional): Share of blocks with at most N non-zeros (eligible only).
+    """
+    name: str
+    stage: str
+    shape: Tuple[int, ...]
+    eligible: bool
+    nm: bool
+    masked: bool
+    compliance: Optional[float] = None
+
+
+@dataclass
+class StageReport:
+    """Counts of :class:`LayerReport` of one stage (or ``total``)."""
+    stage: str
+    layers: int = 0
+    eligible: int = 0
+    nm: int = 0
+    masked: int = 0
+
+
+@dataclass
+class ConversionResult:
+    """What :func:`convert_state_dict` produced.
+
+    Attributes:
+        checkpoint (dict): ``{'state_dict': ..., 'meta': ...}``, ready for ``torch.save``.
+        layers (list[LayerReport]): Every conv layer, in module order.
+        source_format (str): One of :data:`~.formats.FORMATS`.
+        depth (int): ResNet depth.
+        dropped (list[str]): Source keys left out (classifier, ...).
+        filled (list[str]): Keys the source lacked and that were filled (BN
+            ``num_batches_tracked``, set to 0 as PyTorch itself does for old checkpoints).
+        warnings (list[str]): Things the user should know that do not stop the conversion.
+    """
+    checkpoint: dict
+    layers: List[LayerReport]
+    source_format: str
+    depth: int
+    dropped: List[str] = field(default_factory=list)
+    filled: List[str] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)
+
+    @property
+    def stages(self) -> List[StageReport]:
+        """Per-stage counts (``stem``, ``layer1`` ... ``layer4``) followed by ``total``."""
+        rows = OrderedDict((s, StageReport(s)) for s in STAGES + ('total', ))
+        for layer in self.layers:
+            for row in (rows[layer.stage], rows['total']):
+                row.layers += 1
+                row.eligible += layer.eligible
+                row.nm += layer.nm
+                row.masked += layer.masked
+        return list(rows.values())
+
+
+def max_nonzeros_per_block(weight: torch.Tensor, m: int) -> int:
+    """Largest number of non-zeros in any block of ``m`` consecutive input channels.
+
+    Args:
+        weight (Tensor): Conv weight ``(O, C, kh, kw)`` with ``C % m == 0``.
+        m (int): Block size.
+
+    Returns:
+        int: Between 0 and ``m``.
+    """
+    blocks = (weight != 0).permute(0, 2, 3, 1).reshape(-1, m)
+    return int(blocks.sum(dim=1).max()) if blocks.numel() else 0
+
+
+def suggest_nm(weights: Sequence[torch.Tensor]) -> Optional[Tuple[int, int]]:
+    """The sparsest N:M pattern (M in :data:`CANDIDATE_MS`) that all ``weights`` follow.
+
+    Args:
+        weights (Sequence[Tensor]): Conv weights; those not eligible for a given M are ignored
+            for that M.
+
+    Returns:
+        tuple, optional: ``(n, m)`` with the smallest ``n / m`` (then the smallest ``m``), or
+        ``None`` when the weights are dense for every candidate M.
+    """
+    best = None
+    for m in CANDIDATE_MS:
+        eligible = [w for w in weights if w.dim() == 4 and is_nm_eligible(w, m)]
+        if not eligible:
+            continue
+        n = 0
+        for weight in eligible:
+            n = max(n, max_nonzeros_per_block(weight, m))
+            if n == m:
+                break
+        if 0 < n < m and (best is None or n / m < best[0] / best[1]):
+            best = (n, m)
+    return best
+
+
+def _resolve_format(keys: List[str], fmt: str) -> str:
+    if fmt != 'auto' and fmt not in FORMATS:
+        raise CheckpointError(f'unknown format {fmt!r}; choose auto or one of {", ".join(FORMATS)}')
+    try:
+        detected = detect_format(keys)
+    except CheckpointError:
+        if fmt == 'auto':
+            raise
+        return fmt  # the key/shape check below reports what does not fit
+    if fmt not in ('auto', detected):
+        raise CheckpointError(
+            f'--format {fmt} was given but the keys look like the {detected} format (e.g. '
+            f'{summarize(keys, 3)}); pass --format {detected} or --format auto')
+    return detected
+
+
+def _check_keys(weights: Dict[str, torch.Tensor], masks: Dict[str, torch.Tensor], depth: int,
+                fmt: str) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+    """Match the renamed weights against ``ResNet(depth)``; return them in module order."""
+    expected = resnet_shapes(depth)
+    filled = [k for k in expected
+              if k.endswith('.num_batches_tracked') and k not in weights]
+    missing = [k for k in expected if k not in weights and k not in filled]
+    unexpected = [k for k in weights if k not in expected]
+    wrong = [f'{k} {tuple(weights[k].shape)} (expected {expected[k]})'
+             for k in expected if k in weights and tuple(weights[k].shape) != expected[k]]
+    wrong += [f'mask of {k} {tuple(v.shape)} (expected {expected[k]})'
+              for k, v in masks.items() if k in expected and tuple(v.shape) != expected[k]]
+    unexpected += [f'mask of {k}' for k in masks if k not in expected or len(expected[k]) != 4]
+    problems = []
+    if missing:
+        problems.append(f'missing keys: {summarize(missing)}')
+    if unexpected:
+        problems.append(f'unexpected keys: {summarize(unexpected)}')
+    if wrong:
+        problems.append(f'shape mismatches: {summarize(wrong)}')
+    if problems:
+        raise CheckpointError(
+            f'the {fmt} checkpoint does not match a ResNet-{depth} (keys shown with '
+            f'MMDetection names): ' + '; '.join(problems))
+    ordered = OrderedDict()
+    for key in expected:
+        ordered[key] = weights[key] if key in weights else torch.tensor(0, dtype=torch.long)
+    return ordered, filled
+
+
+def _check_finite(tensors: Dict[str, torch.Tensor], what: str) -> None:
+    bad = [k for k, v in tensors.items()
+           if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f'non-finite values (nan/inf) in {len(bad)} {what}: '
+                              f'{summarize(bad)}; the checkpoint is damaged or diverged')
+
+
+def _claim_error(bad: List[LayerReport], weights: List[torch.Tensor], n: int, m: int) -> str:
+    shown = summarize([f'{r.name} ({r.compliance:.0%} of blocks comply)' for r in bad], 3)
+    hint = suggest_nm(weights)
+    fixes = []
+    if hint is not None and hint != (n, m):
+        fixes.append(f'the masked weights follow {hint[0]}:{hint[1]}: pass --n {hint[0]} '
+                     f'--m {hint[1]}')
+    fixes.append('if the checkpoint was saved before sparsity reached 100%, pass --no-fold to '
+                 'import the raw weights and let MaxQ prune them again')
+    return (f'the checkpoint carries MaxQ masks but the folded weights of {len(bad)} masked '
+            f'layer(s) are not {n}:{m}: {shown}; ' + '; or '.join(fixes))
+
+
+def convert_state_dict(checkpoint: object,
+                       n: int,
+                       m: int,
+                       fmt: str = 'auto',
+                       fold: bool = True,
+                       track: Optional[Track] = None) -> ConversionResult:
+    """Turn a loaded ImageNet ResNet checkpoint into an MMDetection backbone checkpoint.
+
+    Args:
+        checkpoint (object): What ``torch.load`` returned (see
+            :func:`~.formats.extract_state_dict`).
+        n (int): Non-zeros kept per block.
+        m (int): Block size along the input channels.
+        fmt (str): ``'auto'`` or one of :data:`~.formats.FORMATS`.
+        fold (bool): Multiply each conv weight by its stored mask (``maxq`` format).
+        track (callable, optional): Wraps the list of conv layer names while they are
+            checked, e.g. ``rich.progress.track``.
+
+    Returns:
+        ConversionResult: The new checkpoint and the per-layer report.
+
+    Raises:
+        CheckpointError: Invalid N:M, unknown format, keys or shapes that do not match the
+            inferred ResNet, non-finite values, or masks whose folded weights are not N:M.
+    """
+    try:
+        check_nm(n, m)
+    except ValueError as err:
+        raise CheckpointError(str(err)) from err
+    state = strip_wrapper_prefixes(extract_state_dict(checkpoint))
+    fmt = _resolve_format(list(state), fmt)
+    mapped = map_to_backbone(state, fmt)
+    depth = infer_depth(mapped.weights)
+    weights, filled = _check_keys(mapped.weights, mapped.masks, depth, fmt)
+    _check_finite(weights, 'weights')
+    _check_finite(mapped.masks, 'masks')
+
+    convs = [k[:-len('.weight')] for k, v in weights.items()
+             if k.endswith('.weight') and v.dim() == 4]
+    layers, masked_weights = [], []
+    for name in (track(convs) if track is not None else convs):
+        key = f'{name}.weight'
+        weight, mask = weights[key], mapped.masks.get(key)
+        if fold and mask is not None:
+            weight = (weight * mask).to(weight.dtype)
+            weights[key] = weight
+            masked_weights.append(weight)
+        eligible = is_nm_eligible(weight, m)
+        layers.append(LayerReport(
+            name=name, stage=stage_of(name), shape=tuple(weight.shape), eligible=eligible,
+            nm=eligible and is_nm_sparse(weight, n, m), masked=mask is not None,
+            compliance=float(nm_compliance(weight, n, m)) if eligible else None))
+
+    warnings = []
+    if fold and mapped.masks:
+        bad = [r for r in layers if r.masked and r.eligible and not r.nm]
+        if bad:
+            raise CheckpointError(_claim_error(bad, masked_weights, n, m))
+    elif mapped.masks:
+        warnings.append(f'--no-fold: kept the raw weights and dropped {len(mapped.masks)} masks; '
+                        'the MaxQ hooks recompute masks from these weights')
+    eligible = [r for r in layers if r.eligible]
+    if not (fold and mapped.masks) and eligible and not all(r.nm for r in eligible):
+        hint = suggest_nm([weights[f'{r.name}.weight'] for r in layers if r.stage != 'stem'])
+        if hint is not None:
+            warnings.append(f'the weights follow {hint[0]}:{hint[1]} sparsity, not the requested '
+                            f'{n}:{m}; check --n/--m')
+
+    meta = dict(
+        n=n, m=m, source_format=fmt, depth=depth, folded=bool(fold and mapped.masks),
+        nm_sparse=bool(eligible) and all(r.nm for r in eligible),
+        nm_layers=sum(r.nm for r in layers), eligible_layers=len(eligible),
+        converter='mmdet_maxq.checkpoint.convert')
+    return ConversionResult(
+        checkpoint={'state_dict': weights, 'meta': meta}, layers=layers, source_format=fmt,
+        depth=depth, dropped=mapped.dropped, filled=filled, warnings=warnings)
+
+
+def load_checkpoint_file(path: str) -> object:
+    """``torch.load(path, map_location='cpu', weights_only=True)`` with clear errors.
+
+    Args:
+        path (str): Checkpoint file.
+
+    Returns:
+        object: The loaded checkpoint.
+
+    Raises:
+        CheckpointError: The file is missing, unreadable, corrupt or truncated, or holds
+            pickled objects that ``weights_only`` loading refuses.
+    """
+    if not os.path.isfile(path):
+        raise CheckpointError(f'checkpoint {path} does not exist or is not a file')
+    from .safe_load import allow_mmengine_checkpoints
+
+    allow_mmengine_checkpoints()  # mmpretrain checkpoints saved by MMEngine hold a HistoryBuffer
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError,
+            zipfile.BadZipFile) as err:
+        text, detail = str(err), _load_error_detail(err)
+        if 'Unsupported global' in text:
+            raise CheckpointError(
+                f'cannot read checkpoint {path}: it holds pickled objects that safe loading '
+                f'(weights_only=True) refuses ({detail}); re-save only its state dict') from err
+        raise CheckpointError(f'cannot read checkpoint {path}: {detail} (corrupt or truncated?)'
+                              ) from err
+
+
+def _load_error_detail(err: BaseException) -> str:
+    """The informative line of a ``torch.load`` error (its messages span many lines)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    for idx, line in enumerate(lines):
+        if line.startswith('WeightsUnpickler error:'):
+            rest = line[len('WeightsUnpickler error:'):].strip()
+            return rest or (lines[idx + 1] if idx + 1 < len(lines) else line)
+    if not lines:
+        return f'{type(err).__name__} (empty or cut file)'
+    first = lines[0].split('. ')[0]  # torch appends paragraphs of advice to its messages
+    return first if len(first) > 8 else f'{type(err).__name__}: {first}'
+
+
+def check_output_path(path: str, overwrite: bool) -> None:
+    """Refuse an existing ``path`` unless ``overwrite``.
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+        CheckpointError: ``path`` is a directory.
+    """
+    if os.path.isdir(path):
+        raise CheckpointError(f'output {path} is a directory; pass a file name such as '
+                              f'{os.path.join(path, "backbone.pth")}')
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f'{path} exists; pass --overwrite to replace it')
+
+
+def save_checkpoint_atomic(checkpoint: dict, path: str, overwrite: bool = False) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename it into place.
+
+    Args:
+        checkpoint (dict): What to save.
+        path (str): Destination; its folder is created when missing.
+        overwrite (bool): Replace an existing file.
+    """
+    check_output_path(path, overwrite)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=folder)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(checkpoint, f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def convert_checkpoint(src: str,
+                       dst: str,
+                       n: int,
+                       m: int,
+                       fmt: str = 'auto',
+                       fold: bool = True,
+                       overwrite: bool = False,
+                       track: Optional[Track] = None) -> ConversionResult:
+    """Read ``src``, convert it (:func:`convert_state_dict`) and write ``dst`` atomically.
+
+    Every check runs before anything is written; on error ``dst`` is left as it was.
+
+    Args:
+        src (str): Source checkpoint.
+        dst (str): Output checkpoint.
+        n (int): Non-zeros kept per block.
+        m (int): Block size.
+        fmt (str): ``'auto'`` or one of :data:`~.formats.FORMATS`.
+        fold (bool): Fold stored masks into the weights.
+        overwrite (bool): Replace an existing ``dst``.
+        track (callable, optional): Progress wrapper, see :func:`convert_state_dict`.
+
+    Returns:
+        ConversionResult: The report (``meta['source']`` is the source file name).
+    """
+    try:
+        check_nm(n, m)
+    except ValueError as err:
+        raise CheckpointError(str(err)) from err
+    check_output_path(dst, overwrite)
+    result = convert_state_dict(load_checkpoint_file(src), n, m, fmt, fold, track)
+    result.checkpoint['meta']['source'] = os.path.basename(src)
+    save_checkpoint_atomic(result.checkpoint, dst, overwrite)
+    return result

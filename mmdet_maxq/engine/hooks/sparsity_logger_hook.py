@@ -1,0 +1,68 @@
+"""Log N:M sparsity figures through MMEngine's MessageHub."""
+from collections import defaultdict
+from typing import Dict
+
+import torch
+from mmengine.hooks import Hook
+from mmdet.registry import HOOKS
+
+from mmdet_maxq.sparsity import nm_compliance
+from .utils import get_sparse_detector
+
+
+def stage_of(name: str) -> str:
+    """``'backbone.layer2.0.conv1'`` -> ``'backbone.layer2'``."""
+    return '.'.join(name.split('.')[:2])
+
+
+@torch.no_grad()
+def sparsity_figures(model) -> Dict[str, float]:
+    """Share of N:M blocks over all sparse convs and the weight sparsity of each stage.
+
+    Figures are of the effective weights ``W * S`` the convs compute with.
+    """
+    zeros, total = defaultdict(int), defaultdict(int)
+    nm_blocks = all_blocks = 0.0
+    for name, conv in model.named_sparse_layers():
+        weight = conv.effective_weight()
+        blocks = weight.numel() / conv.m
+        nm_blocks += nm_compliance(weight, conv.n, conv.m) * blocks
+        all_blocks += blocks
+        stage = stage_of(name)
+        zeros[stage] += int((weight == 0).sum())
+        total[stage] += weight.numel()
+    figures = {'sparsity/nm_blocks': nm_blocks / all_blocks if all_blocks else 0.0}
+    figures.update({f'sparsity/{stage}': zeros[stage] / total[stage] for stage in total})
+    return figures
+
+
+@HOOKS.register_module()
+class SparsityLoggerHook(Hook):
+    """Put sparsity figures into the MessageHub every ``interval`` training iterations.
+
+    Logged (under ``train/``, so the logger and every visualizer backend such as TensorBoard or
+    W&B show them): ``sparsity/nm_blocks``, the share of weight blocks that are N:M, and
+    ``sparsity/<stage>``, the share of zero weights per stage (e.g. ``backbone.layer1``).
+
+    Args:
+        interval (int): Iterations between two measurements; match the ``LoggerHook``
+            interval. Defaults to 50.
+    """
+
+    priority = 'NORMAL'
+
+    def __init__(self, interval: int = 50):
+        if not isinstance(interval, int) or interval < 1:
+            raise ValueError(f'SparsityLoggerHook: interval must be an integer >= 1, '
+                             f'got {interval!r}')
+        self.interval = interval
+
+    def before_train(self, runner) -> None:
+        get_sparse_detector(runner, type(self).__name__)
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if not (self.every_n_train_iters(runner, self.interval) or self.is_last_train_iter(runner)):
+            return
+        model = get_sparse_detector(runner, type(self).__name__)
+        for key, value in sparsity_figures(model).items():
+            runner.message_hub.update_scalar(f'train/{key}', value)

@@ -1,0 +1,3 @@
+from .device_aware_ddp import DeviceAwareDDP
+
+__all__ = ['DeviceAwareDDP']

@@ -1,0 +1,25 @@
+"""MMEngine's DDP wrapper, usable for CPU (gloo) runs as well as GPU ones."""
+from mmengine.model import MMDistributedDataParallel
+from mmengine.registry import MODEL_WRAPPERS
+
+
+@MODEL_WRAPPERS.register_module()
+class DeviceAwareDDP(MMDistributedDataParallel):
+    """``MMDistributedDataParallel`` that drops ``device_ids`` for a CPU module.
+
+    MMEngine's runner always passes ``device_ids=[LOCAL_RANK]``, which torch refuses for a
+    module on the CPU. Select it with ``model_wrapper_cfg=dict(type='DeviceAwareDDP')`` (and
+    ``env_cfg.dist_cfg.backend='gloo'``) to train with several CPU processes; on GPUs it is
+    ``MMDistributedDataParallel`` unchanged.
+
+    Args:
+        module (nn.Module): The model to wrap.
+        device_ids (list[int], optional): As in ``DistributedDataParallel``; ignored for a
+            CPU module. Defaults to None.
+        **kwargs: More ``MMDistributedDataParallel`` arguments.
+    """
+
+    def __init__(self, module, device_ids=None, **kwargs):
+        if next(module.parameters()).device.type == 'cpu':
+            device_ids = None
+        super().__init__(module=module, device_ids=device_ids, **kwargs)

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Create (or refresh) the project's virtual environment and install the stack that
+# ../shared/DESIGN.md section 2 describes. Idempotent: each step checks what is already
+# installed and skips itself, so a second run takes seconds.
+#
+# Environment:
+#   VENV    where the environment lives (default: .venv in the repository root)
+#   PYTHON  the interpreter that creates it (default: python3). If that interpreter already
+#           has torch (for example a CUDA build), the venv sees it through
+#           --system-site-packages and it is kept, not replaced.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${VENV:-$ROOT/.venv}"
+PYTHON="${PYTHON:-python3}"
+TORCH_VERSION=2.13.0
+MMCV_VERSION=2.1.0
+MMENGINE_VERSION=0.10.7
+MMDET_VERSION=3.3.0
+
+say() { printf '[setup] %s\n' "$*"; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+    if "$PYTHON" -c 'import torch' >/dev/null 2>&1; then
+        say "creating $VENV (keeping the torch of $PYTHON via --system-site-packages)"
+        "$PYTHON" -m venv --system-site-packages "$VENV"
+    else
+        say "creating $VENV"
+        "$PYTHON" -m venv "$VENV"
+    fi
+else
+    say "virtual environment $VENV exists"
+fi
+PY="$VENV/bin/python"
+PIP=("$PY" -m pip install --disable-pip-version-check)
+
+# Prints the installed version of a distribution, or nothing.
+installed() { "$PY" - "$1" <<'PYEOF'
+import sys
+from importlib import metadata
+try:
+    print(metadata.version(sys.argv[1]))
+except metadata.PackageNotFoundError:
+    pass
+PYEOF
+}
+
+torch_now="$(installed torch)"
+if [ -n "$torch_now" ]; then
+    say "torch $torch_now present, kept"
+else
+    say "installing torch==$TORCH_VERSION"
+    "${PIP[@]}" "torch==$TORCH_VERSION"
+fi
+
+if [ "$(installed mmcv)" = "$MMCV_VERSION" ] && "$PY" -c 'import mmcv.ops' >/dev/null 2>&1; then
+    say "mmcv $MMCV_VERSION with ops present"
+else
+    # setuptools<70 for the build only: mmcv's setup.py imports pkg_resources. The runtime pin
+    # (setuptools<81, which still ships pkg_resources for mmengine) comes with the package below.
+    say "installing mmcv build tools (setuptools<70, wheel, ninja, numpy)"
+    "${PIP[@]}" "setuptools<70" wheel ninja numpy
+    say "building mmcv $MMCV_VERSION with its compiled ops (about 8 minutes on 2 cores; pip caches the wheel)"
+    MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-2}" "${PIP[@]}" --no-build-isolation "mmcv==$MMCV_VERSION"
+fi
+
+if [ "$(installed mmengine)" != "$MMENGINE_VERSION" ] || [ "$(installed mmdet)" != "$MMDET_VERSION" ] \
+   || [ -z "$(installed pycocotools)" ]; then
+    say "installing mmengine $MMENGINE_VERSION, mmdet $MMDET_VERSION, pycocotools"
+    "${PIP[@]}" "mmengine==$MMENGINE_VERSION" "mmdet==$MMDET_VERSION" pycocotools
+else
+    say "mmengine $MMENGINE_VERSION, mmdet $MMDET_VERSION, pycocotools present"
+fi
+
+stamp="$VENV/.mmdet-maxq-installed"
+want="$(cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml" 2>/dev/null | cksum)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -n "$(installed mmdet-maxq)" ]; then
+    say "mmdet-maxq (editable) present"
+else
+    say "installing mmdet-maxq in editable mode with its test extra"
+    "${PIP[@]}" --no-build-isolation -e "$ROOT[tests]"
+    printf '%s' "$want" > "$stamp"
+fi
+
+"$PY" -c 'import mmdet_maxq, torch, mmcv, mmengine, mmdet; print("[setup] ready: torch", torch.__version__, "mmcv", mmcv.__version__, "mmengine", mmengine.__version__, "mmdet", mmdet.__version__)'

@@ -1,0 +1,129 @@
+"""Per-layer and per-stage N:M sparsity report of a (sparse) detector checkpoint.
+
+Example::
+
+    python tools/sparsity_report.py CONFIG CHECKPOINT [--plot sparsity.png] [--layers]
+"""
+import argparse
+import os
+import os.path as osp
+
+import torch
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+
+import mmdet_maxq  # noqa: F401
+from mmdet.registry import MODELS
+from mmengine.config import DictAction
+from mmengine.runner import load_checkpoint
+from mmdet_maxq.analysis import conv_macs, report_rows, stage_totals
+from mmdet_maxq.cli import CliError, check_checkpoint_file, load_config
+from mmdet_maxq.models import SparseDetector
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='N:M sparsity report of a detector checkpoint')
+    parser.add_argument('config', help='the (sparse) detector config')
+    parser.add_argument('checkpoint', help='checkpoint to measure')
+    parser.add_argument('--input-size', type=int, nargs=2, metavar=('H', 'W'),
+                        help='image size for the MAC count (default: the test resize scale)')
+    parser.add_argument('--layers', action='store_true', help='also print the per-layer table')
+    parser.add_argument('--plot', help='write per-layer sparsity and soft-multiplier plots (PNG)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value pairs')
+    return parser.parse_args(argv)
+
+
+def _input_size(cfg, given):
+    if given:
+        return tuple(given)
+    for step in cfg.get('test_dataloader', {}).get('dataset', {}).get('pipeline', []):
+        if step.get('type') == 'Resize' and 'scale' in step:
+            w, h = step['scale']
+            return (min(w, h), max(w, h)) if step.get('keep_ratio') else (h, w)
+    return (800, 1333)
+
+
+def _plot(rows, model, path):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(8, len(rows) * 0.18), 8))
+    ax1.bar(range(len(rows)), [r.sparsity for r in rows],
+            color=['tab:blue' if r.compliant else 'tab:gray' for r in rows])
+    ax1.set_xticks(range(len(rows)))
+    ax1.set_xticklabels([r.name.replace('backbone.', '') for r in rows], rotation=90,
+                        fontsize=6)
+    ax1.set_ylabel('weight sparsity')
+    ax1.set_title('per-layer sparsity (blue: exactly N:M)')
+    values = [conv.mask[conv.mask > 0].flatten().float().cpu() for conv in model.sparse_layers()]
+    if values:
+        ax2.hist(torch.cat(values).numpy(), bins=50, range=(1, 3))
+    ax2.set_xlabel('soft multiplier of kept weights (1 + F + P)')
+    ax2.set_ylabel('weights')
+    fig.tight_layout()
+    tmp = f'{path}.tmp.png'
+    fig.savefig(tmp, dpi=120)
+    os.replace(tmp, path)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = load_config(args.config)
+    check_checkpoint_file(args.checkpoint)
+    if args.plot and osp.exists(args.plot):
+        raise CliError(f'--plot {args.plot!r} exists; choose another path or remove it')
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    model = MODELS.build(cfg.model)
+    load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True, logger='current')
+    model.eval()
+    if not isinstance(model, SparseDetector):
+        raise CliError(f'{args.config} is not a SparseDetector config; nothing to report')
+    detector = model.architecture
+    convs = {name: mod for name, mod in detector.named_modules()
+             if isinstance(mod, torch.nn.Conv2d) and name.startswith('backbone.')}
+    size = _input_size(cfg, args.input_size)
+    macs = conv_macs(detector.backbone,
+                     {name[len('backbone.'):]: mod for name, mod in convs.items()}, size)
+    macs = {'backbone.' + name: value for name, value in macs.items()}
+    settings = model.sparsity
+    rows = report_rows(convs, settings.n, settings.m, macs,
+                       progress=lambda items: track(items, description='measuring layers'))
+    console = Console()
+    if args.layers:
+        table = Table(title=f'{args.checkpoint}: layers')
+        for col in ('layer', 'shape', 'N:M', 'eligible', 'compliant', 'sparsity', 'mean mult.'):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(r.name, 'x'.join(map(str, r.shape)), r.nm, str(r.eligible),
+                          str(r.compliant), f'{r.sparsity:.3f}',
+                          '-' if r.mean_multiplier is None else f'{r.mean_multiplier:.3f}')
+        console.print(table)
+    table = Table(title=f'{settings.method} {settings.n}:{settings.m} backbone sparsity '
+                  f'(MACs at {size[0]}x{size[1]})')
+    for col in ('stage', 'convs', 'sparse', 'exactly N:M', 'params', 'non-zero', 'sparsity',
+                'GMACs dense', 'GMACs N:M', 'MAC reduction'):
+        table.add_column(col)
+    for stage, t in stage_totals(rows).items():
+        table.add_row(stage, str(t['layers']), str(t['sparse']), str(t['compliant']),
+                      f"{t['params'] / 1e6:.3f}M", f"{t['nonzero'] / 1e6:.3f}M",
+                      f"{1 - t['nonzero'] / t['params']:.1%}", f"{t['macs'] / 1e9:.3f}",
+                      f"{t['sparse_macs'] / 1e9:.3f}",
+                      f"{1 - t['sparse_macs'] / t['macs']:.1%}" if t['macs'] else '-')
+    console.print(table)
+    eligible = [r for r in rows if r.eligible]
+    compliant = sum(r.compliant for r in eligible)
+    console.print(f'{compliant} of {len(eligible)} N:M-eligible backbone convs are exactly '
+                  f'{settings.n}:{settings.m}; dense (ineligible): '
+                  + (', '.join(r.name for r in rows if not r.eligible) or 'none'))
+    if args.plot:
+        _plot(rows, model, args.plot)
+        console.print(f'plot written to {args.plot}')
+    return rows
+
+
+if __name__ == '__main__':
+    main()
