@@ -62,8 +62,9 @@ def peak_extra_bytes(fn, weight, args, device):
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn(weight, args.n, args.m, preserve=args.preserve)
     live = peak = 0
+    # Self usage: allocations (positive) and frees (negative) of each op alone, in time order.
     for event in sorted(prof.events(), key=lambda e: e.time_range.start):
-        live += event.cpu_memory_usage
+        live += event.self_cpu_memory_usage
         peak = max(peak, live)
     return peak
 

@@ -42,8 +42,10 @@ def parse_args():
 
 
 def build(method, args):
-    cfg = Config.fromfile('mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py')
-    arch = cfg.model
+    # The project's COCO config: MMDetection's Faster R-CNN R50-FPN 1x (stem and layer1
+    # frozen, as in MMDetection) wrapped by SparseDetector; random init instead of ImageNet.
+    cfg = Config.fromfile('configs/maxq/faster-rcnn_r50-maxq-2of8_fpn_1x_coco.py')
+    arch = cfg.model.architecture
     arch.backbone.init_cfg = None
     torch.manual_seed(0)
     model = MODELS.build(dict(type='SparseDetector', architecture=arch,
@@ -53,8 +55,12 @@ def build(method, args):
     optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9))
     if method == 'srste':
         layers = model.sparse_layers()
-        optim.optimizer.register_step_pre_hook(
-            lambda *_: [srste_decay_(conv.weight, conv.mask, 2e-4) for conv in layers])
+
+        def decay(optimizer, args, kwargs):  # what SRSTEDecayHook registers
+            for conv in layers:
+                srste_decay_(conv.weight, conv.mask, 2e-4)
+
+        optim.optimizer.register_step_pre_hook(decay)
     return model, optim
 
 

@@ -92,7 +92,7 @@ def main(argv=None):
     settings = model.sparsity
     rows = report_rows(convs, settings.n, settings.m, macs,
                        progress=lambda items: track(items, description='measuring layers'))
-    console = Console()
+    console = Console(width=max(Console().width, 150))
     if args.layers:
         table = Table(title=f'{args.checkpoint}: layers')
         for col in ('layer', 'shape', 'N:M', 'eligible', 'compliant', 'sparsity', 'mean mult.'):

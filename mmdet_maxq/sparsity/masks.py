@@ -39,6 +39,24 @@ def _mark_exactly_k(x: torch.Tensor, kth: torch.Tensor, k: int, smallest: bool) 
     return strict | (ties & (ties.cumsum(dim=1) <= need))
 
 
+def _keep_n_largest(blocks: torch.Tensor, n: int) -> torch.Tensor:
+    """Mark the ``n`` largest entries of each row of ``blocks`` (ties: lower index first).
+
+    Fast path: ``n - 1`` rounds of "drop the row maximum" give the n-th largest value when the
+    top values are distinct; the count check proves it. Otherwise ``topk`` finds the true
+    n-th largest value and the ties are resolved by position.
+    """
+    work = blocks.clone()
+    for _ in range(n - 1):
+        work.masked_fill_(work >= work.amax(dim=1, keepdim=True), -1.0)
+    nth = work.amax(dim=1, keepdim=True)
+    marked = blocks >= nth
+    if int(torch.count_nonzero(marked)) == n * blocks.shape[0]:
+        return marked
+    nth = blocks.topk(n, dim=1, sorted=True).values[:, -1:]
+    return _mark_exactly_k(blocks, nth, n, smallest=False)
+
+
 def hard_nm_keep(a: torch.Tensor, n: int, m: int, preserve: float = 0.0) -> torch.Tensor:
     """Boolean keep-mask ``L`` of magnitudes ``a`` (2-D or 4-D), with block exemption.
 
@@ -51,13 +69,12 @@ def hard_nm_keep(a: torch.Tensor, n: int, m: int, preserve: float = 0.0) -> torc
     blocks = a4.permute(0, 2, 3, 1).reshape(-1, m)
     if n == m:
         return torch.ones_like(a, dtype=torch.bool)
-    nth = blocks.topk(n, dim=1, sorted=True).values[:, -1:]
-    keep = _mark_exactly_k(blocks, nth, n, smallest=False)
+    keep = _keep_n_largest(blocks, n)
     exempt_count = math.floor(preserve * blocks.shape[0])
     if exempt_count > 0:
         norms = blocks.sum(dim=1)[None]
         kth = norms.kthvalue(exempt_count, dim=1, keepdim=True).values
-        keep[_mark_exactly_k(norms, kth, exempt_count, smallest=True)[0]] = True
+        keep |= _mark_exactly_k(norms, kth, exempt_count, smallest=True)[0][:, None]
     return keep.reshape(o, kh, kw, c).permute(0, 3, 1, 2).reshape(a.shape)
 
 
