@@ -12,7 +12,8 @@ from mmengine.config import Config
 
 
 class CliError(SystemExit):
-    """A bad argument of a command-line tool; exits with status 2 and the message."""
+    """A bad argument of a command-line tool: ``SystemExit`` prints the message to stderr and
+    the tool exits with status 1."""
 
     def __init__(self, message: str):
         super().__init__(f'error: {message}')

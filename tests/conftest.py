@@ -40,3 +40,29 @@ def data_options(root):
             'test_dataloader.dataset.data_root=' + root,
             'val_evaluator.ann_file=' + root + 'annotations/instances_val.json',
             'test_evaluator.ann_file=' + root + 'annotations/instances_val.json']
+
+
+SHORT_MAXQ_CONFIG = 'configs/synthetic/mask-rcnn_r18-tiny-maxq-2of8_fpn_synthetic.py'
+# One thread per tool run: the models are tiny, and on a 2-core machine shared with another job
+# a second OpenMP thread makes every parallel op wait for a busy core (tens of times slower).
+SINGLE_THREAD = dict(OMP_NUM_THREADS='1')
+
+
+@pytest.fixture(scope='session')
+def short_maxq_run(synthetic_coco, tmp_path_factory):
+    """A short MaxQ 2:8 training on the synthetic set, shared by the tool tests.
+
+    Two epochs of 4 iterations (8 training images) with the cubic schedule over epoch 0:
+    ``epoch_1.pth`` holds masks at preserve rate 1 (mid-schedule, no block N:M yet),
+    ``epoch_2.pth`` at preserve rate 0 (every eligible backbone conv exactly 2:8). The
+    validation after epoch 2 logs box and mask AP.
+
+    Returns:
+        str: The work dir.
+    """
+    work = str(tmp_path_factory.mktemp('short_maxq'))
+    run_tool(['tools/train.py', SHORT_MAXQ_CONFIG, '--work-dir', work, '--cfg-options',
+              'train_cfg.max_epochs=2', 'train_cfg.val_interval=2',
+              'train_dataloader.dataset.indices=8', 'custom_hooks.0.end=1',
+              *data_options(synthetic_coco)], env=SINGLE_THREAD)
+    return work

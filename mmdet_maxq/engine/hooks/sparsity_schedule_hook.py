@@ -15,8 +15,10 @@ class SparsityScheduleHook(Hook):
     The preserve rate ``p`` (share of weight blocks still exempt from N:M) follows
     ``preserve_rate(kind, step, start, end)``, where ``step`` is the epoch (``by_epoch=True``)
     or the iteration. Masks are a function of the weights and ``p``, so every DDP rank computes
-    the same masks. ``p`` is logged as ``preserve_rate``; the checkpoint's ``meta`` carries the
-    schedule position, and a resumed run continues with it.
+    the same masks. After each step the masks are brought up to date with the new weights, so
+    checkpoints and validation see ``S(W)`` of the saved weights. ``p`` is logged as
+    ``preserve_rate``; the checkpoint's ``meta`` carries the schedule position, and a resumed
+    run continues with it.
 
     Args:
         kind (str): ``'linear'``, ``'cubic'``, ``'cos'`` or ``'exp'``. Defaults to ``'cubic'``.
@@ -62,6 +64,12 @@ class SparsityScheduleHook(Hook):
         self.preserve = self.rate_at(step)
         get_sparse_detector(runner, type(self).__name__).set_preserve_rate(self.preserve)
         runner.message_hub.update_scalar('train/preserve_rate', self.preserve)
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        # Masks of the stepped weights, before CheckpointHook (VERY_LOW) saves them and before
+        # validation uses them; the next before_train_iter finds them current (same weight
+        # version and rate) and skips the work, so this costs nothing extra per iteration.
+        get_sparse_detector(runner, type(self).__name__).set_preserve_rate(self.preserve)
 
     def state(self) -> Dict:
         return dict(kind=self.kind, start=self.start, end=self.end, by_epoch=self.by_epoch,

@@ -1,0 +1,326 @@
+"""Checks of an exported plain detector against the sparse model it was folded from.
+
+Three checks, each a :class:`Check` in a :class:`VerificationReport`:
+
+(a) ``nm``: every conv that was sparse is exactly N:M in the exported model
+    (:func:`check_nm_layers`);
+(b) ``load``: unmodified MMDetection builds the plain config's model (``MODELS.build`` of the
+    mmdet registry, no class of mmdet_maxq inside) and loads the written checkpoint with strict
+    key matching (:func:`build_plain_model`);
+(c) ``predictions``: the plain model's predictions on sample images equal the sparse model's
+    eval predictions: same labels, boxes and scores within ``atol`` (:func:`compare_predictions`,
+    samples from :func:`sample_batches`).
+"""
+import copy
+import os.path as osp
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+from mmengine.config import Config
+from mmengine.dataset import pseudo_collate
+from mmengine.registry import init_default_scope
+from mmengine.runner import load_checkpoint
+
+from mmdet_maxq.sparsity import is_nm_sparse
+
+# A progress wrapper: ``progress(items, description)`` yields the items.
+Progress = Callable[[Sequence, str], Iterable]
+# Share of mask pixels allowed to differ (a logit sitting exactly at the 0.5 threshold).
+MASK_PIXEL_TOLERANCE = 1e-3
+
+
+def no_progress(items: Sequence, description: str) -> Iterable:
+    """The identity progress wrapper."""
+    return items
+
+
+@dataclass
+class Check:
+    """One verification check.
+
+    Attributes:
+        key (str): ``'nm'``, ``'load'`` or ``'predictions'``.
+        title (str): What was checked, for the output table.
+        passed (bool): Its outcome.
+        detail (str): Figures or the reason it failed.
+    """
+    key: str
+    title: str
+    passed: bool
+    detail: str
+
+
+@dataclass
+class LayerCheck:
+    """N:M compliance of one folded conv of the exported model."""
+    name: str
+    shape: Tuple[int, ...]
+    sparsity: float
+    compliant: bool
+
+
+@dataclass
+class ImageCheck:
+    """The comparison of one sample image's predictions.
+
+    Attributes:
+        image (str): Image path or ``random #i``.
+        detections (int): Detections of the sparse model.
+        plain_detections (int): Detections of the plain model.
+        labels_equal (bool): Same count and labels, in order.
+        box_diff (float): Max absolute box coordinate difference (0 without detections).
+        score_diff (float): Max absolute score difference.
+        feature_diff (float): Max absolute difference of the ``extract_feat`` outputs
+            (backbone + neck) relative to ``max(1, max |feature|)``.
+        mask_diff (float, optional): Share of differing mask pixels (None without masks).
+        passed (bool): Everything within tolerance.
+    """
+    image: str
+    detections: int
+    plain_detections: int
+    labels_equal: bool
+    box_diff: float
+    score_diff: float
+    feature_diff: float
+    mask_diff: Optional[float]
+    passed: bool
+
+
+@dataclass
+class VerificationReport:
+    """Everything verified about one export."""
+    checks: List[Check] = field(default_factory=list)
+    layers: List[LayerCheck] = field(default_factory=list)
+    images: List[ImageCheck] = field(default_factory=list)
+    image_source: str = ''
+
+    @property
+    def passed(self) -> bool:
+        """True when every check ran and passed."""
+        return bool(self.checks) and all(check.passed for check in self.checks)
+
+    def failures(self) -> List[Check]:
+        """The checks that failed."""
+        return [check for check in self.checks if not check.passed]
+
+
+@torch.no_grad()
+def check_nm_layers(model: nn.Module, names: Sequence[str], n: int, m: int) -> List[LayerCheck]:
+    """N:M compliance of the named convs of ``model`` (their plain ``weight``).
+
+    Args:
+        model (nn.Module): The exported (plain) detector.
+        names (Sequence[str]): Module names of the convs that were sparse.
+        n (int): N of N:M.
+        m (int): M of N:M.
+
+    Returns:
+        list[LayerCheck]: One entry per name. A name that is missing or not a plain
+        ``nn.Conv2d`` counts as not compliant.
+    """
+    modules = dict(model.named_modules())
+    rows = []
+    for name in names:
+        conv = modules.get(name)
+        if not isinstance(conv, nn.Conv2d) or hasattr(conv, 'mask'):
+            rows.append(LayerCheck(name, (), 0.0, False))
+            continue
+        weight = conv.weight
+        rows.append(LayerCheck(name, tuple(weight.shape), float((weight == 0).float().mean()),
+                               is_nm_sparse(weight, n, m)))
+    return rows
+
+
+def build_plain_model(config_path: str, checkpoint_path: str,
+                      device: str = 'cpu') -> Tuple[Optional[nn.Module], Check]:
+    """Build the plain config's model with MMDetection's registry and load the checkpoint.
+
+    Args:
+        config_path (str): The written plain detector config.
+        checkpoint_path (str): The written checkpoint.
+        device (str): Where to put the model. Defaults to ``'cpu'``.
+
+    Returns:
+        tuple: ``(model in eval mode or None, the 'load' Check)``.
+    """
+    from mmdet.registry import MODELS
+
+    title = 'plain MMDetection builds the config and loads the checkpoint (strict)'
+    cfg = Config.fromfile(config_path)
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    model = MODELS.build(cfg.model)
+    foreign = sorted({type(mod).__name__ for mod in model.modules()
+                      if type(mod).__module__.startswith('mmdet_maxq')})
+    if foreign:
+        return None, Check('load', title, False,
+                           f'the plain model contains mmdet_maxq modules: {", ".join(foreign)}')
+    state = torch.load(checkpoint_path, map_location='cpu', weights_only=True)['state_dict']
+    own = set(model.state_dict())
+    missing, unexpected = sorted(own - set(state)), sorted(set(state) - own)
+    if missing or unexpected:
+        return None, Check('load', title, False,
+                           f'key mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}')
+    try:
+        load_checkpoint(model, checkpoint_path, map_location='cpu', strict=True,
+                        logger='silent')
+    except RuntimeError as err:  # shape mismatches, reported by mmengine's strict load
+        return None, Check('load', title, False, str(err).strip().splitlines()[-1])
+    model.to(device).eval()
+    return model, Check('load', title, True,
+                        f'{type(model).__name__} built by mmdet.registry.MODELS, '
+                        f'{len(own)} keys matched exactly')
+
+
+def _resize_scale(cfg: Config) -> Tuple[int, int]:
+    """``(H, W)`` of the test pipeline's ``Resize`` (keep-ratio scales as short x long side)."""
+    pipeline = (cfg.get('test_dataloader') or {}).get('dataset', {}).get('pipeline', [])
+    for step in pipeline:
+        if step.get('type') == 'Resize' and step.get('scale'):
+            w, h = step['scale']
+            return (min(w, h), max(w, h)) if step.get('keep_ratio') else (h, w)
+    return (800, 1333)
+
+
+def _dataset_available(dataset: dict) -> bool:
+    root = dataset.get('data_root') or ''
+    ann = dataset.get('ann_file') or ''
+    if root and not osp.isdir(root):
+        return False
+    if ann and not osp.isfile(ann if osp.isabs(ann) else osp.join(root, ann)):
+        return False
+    return bool(root or ann)
+
+
+def sample_batches(cfg: Config, num_images: int, seed: int = 0) -> Tuple[str, List[dict]]:
+    """``num_images`` single-image batches for ``test_step``.
+
+    They come from the config's test dataset when its data root and annotation file exist,
+    else they are deterministic random images of the test resize scale.
+
+    Args:
+        cfg (Config): The (sparse or plain) config.
+        num_images (int): How many images (fewer when the dataset is smaller).
+        seed (int): Seed of the random images. Defaults to 0.
+
+    Returns:
+        tuple: ``(description of the source, list of batches)``.
+    """
+    from mmdet.registry import DATASETS
+    from mmdet.structures import DetDataSample
+
+    dataset_cfg = (cfg.get('test_dataloader') or {}).get('dataset')
+    if dataset_cfg and _dataset_available(dataset_cfg):
+        init_default_scope(cfg.get('default_scope', 'mmdet'))
+        dataset = DATASETS.build(copy.deepcopy(dataset_cfg))
+        count = min(num_images, len(dataset))
+        batches = [pseudo_collate([dataset[i]]) for i in range(count)]
+        return f'{count} images of the test dataset ({dataset_cfg.get("data_root", "")})', batches
+    h, w = _resize_scale(cfg)
+    generator = torch.Generator().manual_seed(seed)
+    batches = []
+    for i in range(num_images):
+        image = torch.randint(0, 256, (3, h, w), generator=generator, dtype=torch.uint8)
+        sample = DetDataSample(metainfo=dict(img_id=i, img_path=f'random #{i}', ori_shape=(h, w),
+                                             img_shape=(h, w), scale_factor=(1.0, 1.0)))
+        batches.append(dict(inputs=[image], data_samples=[sample]))
+    return (f'{num_images} deterministic random {h}x{w} images (test data root not found)',
+            batches)
+
+
+@torch.no_grad()
+def _run(model: nn.Module, batch: dict) -> Tuple[Dict[str, torch.Tensor], List[torch.Tensor]]:
+    """Predictions (cloned to CPU) and ``extract_feat`` outputs of one batch."""
+    batch = copy.deepcopy(batch)  # the preprocessor and predict write into the data samples
+    data = model.data_preprocessor(batch, False)
+    detector = getattr(model, 'architecture', model)
+    feats = detector.extract_feat(data['inputs'])
+    feats = [f.detach().float().cpu() for f in (feats if isinstance(feats, (list, tuple))
+                                                 else [feats])]
+    pred = model(**data, mode='predict')[0].pred_instances
+    out = {key: pred[key].detach().cpu() for key in ('bboxes', 'scores', 'labels', 'masks')
+           if key in pred}
+    return out, feats
+
+
+def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).abs().max()) if a.numel() else 0.0
+
+
+def compare_one(name: str, ref: Dict[str, torch.Tensor], out: Dict[str, torch.Tensor],
+                ref_feats: List[torch.Tensor], out_feats: List[torch.Tensor],
+                atol: float) -> ImageCheck:
+    """Compare the sparse model's (``ref``) and the plain model's (``out``) outputs.
+
+    Args:
+        name (str): Image name for the report.
+        ref, out (dict): ``bboxes``, ``scores``, ``labels`` (and ``masks``) of each model.
+        ref_feats, out_feats (list[Tensor]): ``extract_feat`` outputs of each model.
+        atol (float): Tolerance on boxes, scores and relative feature differences.
+
+    Returns:
+        ImageCheck: The figures and whether they are within tolerance.
+    """
+    same_count = len(ref['labels']) == len(out['labels'])
+    labels_equal = same_count and torch.equal(ref['labels'], out['labels'])
+    box_diff = _max_diff(ref['bboxes'], out['bboxes']) if same_count else float('inf')
+    score_diff = _max_diff(ref['scores'], out['scores']) if same_count else float('inf')
+    feature_diff = 0.0
+    if len(ref_feats) != len(out_feats) or any(a.shape != b.shape
+                                               for a, b in zip(ref_feats, out_feats)):
+        feature_diff = float('inf')
+    else:
+        for a, b in zip(ref_feats, out_feats):
+            scale = max(1.0, float(a.abs().max())) if a.numel() else 1.0
+            feature_diff = max(feature_diff, _max_diff(a, b) / scale)
+    mask_diff = None
+    masks_ok = True
+    if 'masks' in ref or 'masks' in out:
+        if same_count and 'masks' in ref and 'masks' in out and \
+                ref['masks'].shape == out['masks'].shape:
+            mask_diff = float((ref['masks'] != out['masks']).float().mean()) \
+                if ref['masks'].numel() else 0.0
+            masks_ok = mask_diff <= MASK_PIXEL_TOLERANCE
+        else:
+            mask_diff, masks_ok = 1.0, False
+    passed = (labels_equal and box_diff <= atol and score_diff <= atol
+              and feature_diff <= atol and masks_ok)
+    return ImageCheck(name, len(ref['labels']), len(out['labels']), labels_equal, box_diff,
+                      score_diff, feature_diff, mask_diff, passed)
+
+
+def compare_predictions(reference: nn.Module, plain: nn.Module, batches: Sequence[dict],
+                        atol: float = 1e-4, progress: Progress = no_progress
+                        ) -> Tuple[List[ImageCheck], Check]:
+    """Run both models on every batch (eval mode, ``mode='predict'``) and compare.
+
+    Args:
+        reference (nn.Module): The sparse model (masks at preserve 0).
+        plain (nn.Module): The exported plain detector.
+        batches (Sequence[dict]): Single-image batches from :func:`sample_batches`.
+        atol (float): Tolerance on boxes and scores. Defaults to 1e-4.
+        progress (callable): ``progress(items, description)``.
+
+    Returns:
+        tuple: ``(per-image checks, the 'predictions' Check)``.
+    """
+    reference.eval()
+    plain.eval()
+    rows = []
+    for batch in progress(list(batches), 'verifying predictions'):
+        name = str(batch['data_samples'][0].metainfo.get('img_path', len(rows)))
+        ref, ref_feats = _run(reference, batch)
+        out, out_feats = _run(plain, batch)
+        rows.append(compare_one(osp.basename(name), ref, out, ref_feats, out_feats, atol))
+    title = f'plain predictions equal the sparse model\'s (atol {atol:g})'
+    if not rows:
+        return rows, Check('predictions', title, False, 'no sample image to compare')
+    bad = [row.image for row in rows if not row.passed]
+    detail = (f'{len(rows)} images, {sum(r.detections for r in rows)} detections; max |box| '
+              f'diff {max(r.box_diff for r in rows):.2e}, max |score| diff '
+              f'{max(r.score_diff for r in rows):.2e}, max rel. feature diff '
+              f'{max(r.feature_diff for r in rows):.2e}')
+    if bad:
+        detail = f'differ on {", ".join(bad)}; ' + detail
+    return rows, Check('predictions', title, not bad, detail)
