@@ -1,12 +1,20 @@
-"""MaxQ N:M sparsity in plain PyTorch (no OpenMMLab import): masks, schedules, STEs, reports."""
+"""MaxQ N:M sparsity in plain PyTorch (no OpenMMLab import): DESIGN.md section 3.
+
+- :mod:`.masks`: ``nm_mask`` (hard N:M), ``maxq_mask`` (``S = L * (1 + F + P)``);
+- :mod:`.schedules`: ``preserve_rate`` and ``SCHEDULE_KINDS``;
+- :mod:`.ste`: ``SoftSTE`` / ``HardSTE`` / ``apply_mask``, SR-STE decay;
+- :mod:`.report`: ``is_nm_sparse``, ``nm_compliance``, ``layer_summary``;
+- :mod:`.validation`: ``check_nm``, ``is_nm_eligible`` and the shared argument checks;
+- :mod:`.reference`: the slow sort-based mask, for verification only.
+"""
 from .masks import axis_query, hard_nm_keep, maxq_mask, nm_mask
 from .report import is_nm_sparse, layer_summary, nm_compliance
 from .schedules import SCHEDULE_KINDS, preserve_rate
 from .ste import HardSTE, SoftSTE, apply_mask, srste_decay_, srste_decay_term
-from .validation import check_nm, is_nm_eligible
+from .validation import check_finite, check_nm, is_nm_eligible
 
 __all__ = [
-    'axis_query', 'hard_nm_keep', 'maxq_mask', 'nm_mask', 'is_nm_sparse', 'layer_summary',
-    'nm_compliance', 'SCHEDULE_KINDS', 'preserve_rate', 'HardSTE', 'SoftSTE', 'apply_mask',
-    'srste_decay_', 'srste_decay_term', 'check_nm', 'is_nm_eligible'
+    'nm_mask', 'maxq_mask', 'axis_query', 'hard_nm_keep', 'preserve_rate', 'SCHEDULE_KINDS',
+    'SoftSTE', 'HardSTE', 'apply_mask', 'srste_decay_', 'srste_decay_term', 'is_nm_sparse',
+    'nm_compliance', 'layer_summary', 'check_nm', 'check_finite', 'is_nm_eligible'
 ]

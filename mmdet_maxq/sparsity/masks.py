@@ -1,18 +1,25 @@
 """N:M and MaxQ masks (DESIGN.md section 3), by selection instead of sorting.
 
-Every function works on ``A = |W|`` in float32 (float64 weights stay float64), reads it once
-per axis, and finds thresholds with ``topk`` over the small block axis and ``kthvalue`` over
-the long axes. Ties at a threshold are broken by position (the lower index counts as the
-smaller for "drop the K smallest" and as the larger for "keep the N largest"), so exactly N
-weights survive in every block and the result is deterministic on every device.
+All the work is done on ``A = |W|`` (float32 for float16/bfloat16/float32 weights, float64 for
+float64 weights), computed once per call. Thresholds come from selections (see
+:mod:`mmdet_maxq.sparsity._select`): "drop the maximum" rounds on the small block axis,
+``topk`` on the filter rows, sampled brackets on the long kernel-position rows and the block
+norms. Rows where a tie sits exactly at a threshold resolve it with a running count.
+
+Ties: every selection behaves like a stable sort, i.e. among equal values the lower index is
+taken first. "Keep the N largest" keeps the lower indices, "exempt the E smallest norms"
+exempts the lower block indices, and "drop the K smallest" drops the lower indices. So exactly
+N weights survive in every block and the mask is deterministic on every device.
+:mod:`mmdet_maxq.sparsity.reference` is the sort-based definition this module must equal.
 """
 import math
 
 import torch
 
-from .validation import check_preserve, check_tau, check_weight
+from ._select import keep_n_largest, kth_pair_rows, mark_k, sequential_sum, smallest_e
+from .validation import check_finite, check_preserve, check_tau, check_weight
 
-__all__ = ['nm_mask', 'maxq_mask', 'axis_query', 'hard_nm_keep']
+__all__ = ['nm_mask', 'maxq_mask', 'axis_query', 'hard_nm_keep', 'hard_keep_columns']
 
 
 def _as_4d(a: torch.Tensor) -> torch.Tensor:
@@ -20,135 +27,171 @@ def _as_4d(a: torch.Tensor) -> torch.Tensor:
 
 
 def _magnitude(weight: torch.Tensor) -> torch.Tensor:
+    """``|W|`` as a new contiguous float32 (float64 for float64) tensor, checked finite."""
     dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
-    return weight.detach().abs().to(dtype)
+    w = weight.detach()
+    a = w.to(dtype).abs_() if w.dtype != dtype else w.abs()
+    a = a.contiguous()
+    check_finite(a, nonnegative=True)
+    return a
 
 
-def _mark_exactly_k(x: torch.Tensor, kth: torch.Tensor, k: int, smallest: bool) -> torch.Tensor:
-    """Mark exactly ``k`` entries per row of ``x``: the ``k`` smallest (``smallest=True``) or
-    largest, ``kth`` being the k-th such value of each row. Among entries equal to ``kth`` the
-    lower indices are taken. The cumulative sum that resolves ties only runs when a row has
-    more than one entry equal to its ``kth`` (rare for real weights, common for zeros).
+def _block_columns(a4: torch.Tensor, m: int) -> torch.Tensor:
+    """The blocks of ``a4`` as the columns of an ``(m, num_blocks)`` copy.
+
+    Block numbering is that of the ``(O, kh, kw, C)`` layout cut into rows of M (the order
+    of the exemption ties), i.e. ``((o * kh + y) * kw + x) * C / M + g``.
     """
-    marked = x <= kth if smallest else x >= kth
-    if int(torch.count_nonzero(marked)) == k * x.shape[0]:
-        return marked
-    strict = x < kth if smallest else x > kth
-    ties = marked & ~strict
-    need = k - strict.sum(dim=1, keepdim=True)
-    return strict | (ties & (ties.cumsum(dim=1) <= need))
+    o, c, kh, kw = a4.shape
+    return a4.reshape(o, c // m, m, kh * kw).permute(2, 0, 3, 1).reshape(m, -1)
 
 
-def _keep_n_largest(blocks: torch.Tensor, n: int) -> torch.Tensor:
-    """Mark the ``n`` largest entries of each row of ``blocks`` (ties: lower index first).
+def _columns_to_weight(columns: torch.Tensor, shape4: tuple) -> torch.Tensor:
+    """View ``(m, num_blocks)`` columns as ``(O, C / M, M, kh, kw)``, matching the weight."""
+    o, c, kh, kw = shape4
+    m = columns.shape[0]
+    return columns.view(m, o, kh, kw, c // m).permute(1, 4, 0, 2, 3)
 
-    Fast path: ``n - 1`` rounds of "drop the row maximum" give the n-th largest value when the
-    top values are distinct; the count check proves it. Otherwise ``topk`` finds the true
-    n-th largest value and the ties are resolved by position.
+
+def hard_keep_columns(a4: torch.Tensor, n: int, m: int, preserve: float = 0.0) -> torch.Tensor:
+    """0/1 keep-mask ``L`` of the 4-D magnitudes ``a4`` as ``(m, num_blocks)`` columns.
+
+    Blocks are M consecutive input channels at one (output, kernel position). The
+    ``floor(preserve * num_blocks)`` blocks of smallest L1 norm (summed left to right; lower
+    block index first among equal norms) keep every weight.
+
+    Args:
+        a4 (Tensor): Non-negative finite magnitudes ``(O, C, kh, kw)``.
+        n (int): Weights kept per block.
+        m (int): Block size, dividing ``C``.
+        preserve (float): Share of blocks exempt from N:M.
+
+    Returns:
+        Tensor: 0/1 tensor ``(m, num_blocks)`` of ``a4``'s dtype.
     """
-    work = blocks.clone()
-    for _ in range(n - 1):
-        work.masked_fill_(work >= work.amax(dim=1, keepdim=True), -1.0)
-    nth = work.amax(dim=1, keepdim=True)
-    marked = blocks >= nth
-    if int(torch.count_nonzero(marked)) == n * blocks.shape[0]:
-        return marked
-    nth = blocks.topk(n, dim=1, sorted=True).values[:, -1:]
-    return _mark_exactly_k(blocks, nth, n, smallest=False)
+    columns = _block_columns(a4, m)
+    if n == m:
+        return torch.ones_like(columns)
+    keep = keep_n_largest(columns, n)
+    exempt_count = math.floor(preserve * columns.shape[1])
+    if exempt_count > 0:
+        exempt = smallest_e(sequential_sum(columns), exempt_count).to(keep.dtype)
+        torch.maximum(keep, exempt[None], out=keep)
+    return keep
 
 
 def hard_nm_keep(a: torch.Tensor, n: int, m: int, preserve: float = 0.0) -> torch.Tensor:
-    """Boolean keep-mask ``L`` of magnitudes ``a`` (2-D or 4-D), with block exemption.
+    """0/1 keep-mask ``L`` of the magnitudes ``a`` (2-D or 4-D), with block exemption.
 
-    Blocks are M consecutive input channels at one (output, kernel position): ``a`` is permuted
-    to ``(O, kh, kw, C)`` and cut into rows of M. The ``floor(preserve * num_blocks)`` blocks of
-    smallest L1 norm (lower block index first among equal norms) keep every weight.
+    See :func:`hard_keep_columns`.
+
+    Returns:
+        Tensor: Contiguous 0/1 mask of ``a``'s shape and dtype.
     """
     a4 = _as_4d(a)
-    o, c, kh, kw = a4.shape
-    blocks = a4.permute(0, 2, 3, 1).reshape(-1, m)
-    if n == m:
-        return torch.ones_like(a, dtype=torch.bool)
-    keep = _keep_n_largest(blocks, n)
-    exempt_count = math.floor(preserve * blocks.shape[0])
-    if exempt_count > 0:
-        norms = blocks.sum(dim=1)[None]
-        kth = norms.kthvalue(exempt_count, dim=1, keepdim=True).values
-        keep |= _mark_exactly_k(norms, kth, exempt_count, smallest=True)[0][:, None]
-    return keep.reshape(o, kh, kw, c).permute(0, 3, 1, 2).reshape(a.shape)
+    keep = hard_keep_columns(a4, n, m, preserve)
+    return _columns_to_weight(keep, a4.shape).reshape(a.shape).contiguous()
 
 
-def axis_query(rows: torch.Tensor, n: int, m: int, tau: float) -> torch.Tensor:
+def axis_query(rows: torch.Tensor, n: int, m: int, tau: float,
+               overwrite: bool = False) -> torch.Tensor:
     """The soft axis query of a 2-D magnitude matrix, one row per axis element.
 
-    With ``K = floor((M - N) / M * row_len)``, the K smallest entries of each row get 0 and
-    every other entry ``sigmoid((a - t) / tau)``, ``t`` the mean of the K-th and (K+1)-th
-    smallest values. With ``K = 0`` (only when N = M) nothing is zeroed and ``t`` is the
-    smallest value.
+    With ``K = floor((M - N) / M * row_len)`` (computed exactly in integers), the K smallest
+    entries of each row get 0 (lower index first among ties) and every other entry
+    ``sigmoid((a - t) / tau)``, ``t`` the mean of the K-th and (K+1)-th smallest values.
+    ``K < row_len`` always (``N >= 1``). ``K = 0`` only happens for N = M (rows are never
+    shorter than M): then nothing is zeroed and ``t`` is the smallest value of the row.
+
+    Args:
+        rows (Tensor): Non-negative finite magnitudes, one row per axis element (may be a
+            non-contiguous view).
+        n (int): N of N:M.
+        m (int): M of N:M.
+        tau (float): Sigmoid temperature.
+        overwrite (bool): Whether ``rows`` may be used as scratch space (its content is
+            destroyed). Saves one buffer of its size.
+
+    Returns:
+        Tensor: The query, same shape and layout as ``rows``.
     """
     length = rows.shape[1]
-    k = (m - n) * length // m  # floor((M - N) / M * length), exactly
+    k = (m - n) * length // m
     if k == 0:
-        t = rows.min(dim=1, keepdim=True).values
-        dropped = None
-    else:
-        kth = rows.kthvalue(k, dim=1, keepdim=True).values
-        dropped = _mark_exactly_k(rows, kth, k, smallest=True)
-        # The (K+1)-th smallest is the smallest entry not dropped (no second selection pass).
-        upper = rows.masked_fill(dropped, float('inf')).min(dim=1, keepdim=True).values
-        t = (kth + upper) / 2
-    out = (rows - t).div_(tau).sigmoid_()
-    return out if dropped is None else out.masked_fill_(dropped, 0.0)
+        return (rows - rows.amin(dim=1, keepdim=True)).div_(tau).sigmoid_()
+    low, high = kth_pair_rows(rows, k)
+    out = (rows - (low + high) / 2).div_(tau).sigmoid_()
+    # Keeping the entries above the K-th smallest is exact unless it ties the (K+1)-th.
+    tied = (low == high).squeeze(1).nonzero().squeeze(1)
+    if 2 * tied.numel() > rows.shape[0]:  # mostly ties: resolve every row, no gather/scatter
+        return out.mul_(1.0 - mark_k(rows, k, low, largest=False, dim=1))
+    fixed = None
+    if tied.numel():
+        fixed = 1.0 - mark_k(rows[tied], k, low[tied], largest=False, dim=1)
+    kept = torch.gt(rows, low, out=rows if overwrite else torch.empty_like(rows))
+    if fixed is not None:
+        kept[tied] = fixed
+    return out.mul_(kept)
 
 
 def nm_mask(weight: torch.Tensor, n: int, m: int, preserve: float = 0.0) -> torch.Tensor:
     """The hard N:M 0/1 mask of ``weight``.
 
     Args:
-        weight (Tensor): A 4-D conv weight ``(O, C, kh, kw)`` or a 2-D linear weight ``(O, C)``;
-            blocks of ``m`` run along ``C``.
+        weight (Tensor): A 4-D conv weight ``(O, C, kh, kw)`` (``C`` = in_channels / groups)
+            or a 2-D linear weight ``(O, C)``; blocks of ``m`` run along ``C``.
         n (int): Weights kept per block.
         m (int): Block size; must divide ``C``.
         preserve (float): Share of blocks (smallest L1 norm first) exempt from N:M: their mask
             is all ones. Defaults to 0.
 
     Returns:
-        Tensor: 0/1 mask of the shape, dtype and device of ``weight``.
+        Tensor: Contiguous 0/1 mask of the shape, dtype and device of ``weight``.
     """
-    check_weight(weight, n, m)
+    check_weight(weight, n, m, check_finite=False)
     check_preserve(preserve)
-    return hard_nm_keep(_magnitude(weight), n, m, float(preserve)).to(weight.dtype)
+    keep = hard_nm_keep(_magnitude(weight), n, m, float(preserve))
+    return keep.to(weight.dtype)
 
 
+@torch.no_grad()
 def maxq_mask(weight: torch.Tensor, n: int, m: int, preserve: float = 0.0,
               tau: float = 1e-2) -> torch.Tensor:
     """The MaxQ soft mask ``S = L * (1 + F + P)`` of ``weight``.
 
     ``L`` is :func:`nm_mask` (with the incremental exemption), ``F`` the filter-axis query
-    (rows: output filters) and ``P`` the kernel-position query (rows: kernel positions; zero for
-    1x1 kernels and 2-D weights). Values are 0 where pruned, else in [1, 3].
+    (rows: output filters) and ``P`` the kernel-position query (rows: kernel positions; zero
+    for 1x1 kernels and 2-D weights). Values are 0 where pruned, else in [1, 3].
 
     Args:
-        weight (Tensor): 4-D conv or 2-D linear weight.
+        weight (Tensor): 4-D conv weight ``(O, C, kh, kw)`` or 2-D linear weight ``(O, C)``.
         n (int): Weights kept per block.
-        m (int): Block size; must divide the input channels.
-        preserve (float): Share of blocks exempt from N:M. Defaults to 0.
-        tau (float): Sigmoid temperature of the soft queries. Defaults to 1e-2.
+        m (int): Block size; must divide the input channels ``C``.
+        preserve (float): Share of blocks exempt from N:M, in [0, 1]. Defaults to 0.
+        tau (float): Sigmoid temperature of the soft queries, > 0. Defaults to 1e-2.
 
     Returns:
-        Tensor: The mask, of the shape, dtype and device of ``weight`` (computed in float32
-        for half-precision weights).
+        Tensor: Contiguous mask of the shape, dtype and device of ``weight`` (computed in
+        float32 for half-precision weights).
     """
-    check_weight(weight, n, m)
+    check_weight(weight, n, m, check_finite=False)
     check_preserve(preserve)
     check_tau(tau)
-    a = _magnitude(weight)
-    a4 = _as_4d(a)
+    a4 = _as_4d(_magnitude(weight))
     o, c, kh, kw = a4.shape
-    # Summed in the order of 1 + F + P, so the result is bit-identical to the spec's formula.
-    mask = axis_query(a4.reshape(o, c * kh * kw), n, m, float(tau)).reshape(a4.shape)
-    mask += 1.0
+    tau = float(tau)
+    # Order chosen for memory: L, then P (on its own transposed copy, used as scratch), then
+    # F on |W| itself, which is no longer needed after it.
+    keep = hard_keep_columns(a4, n, m, float(preserve))
+    position = None
     if kh * kw > 1:
-        mask += axis_query(a4.reshape(o * c, kh * kw).t(), n, m, float(tau)).t().reshape(a4.shape)
-    mask.mul_(hard_nm_keep(a4, n, m, float(preserve)))
+        position = axis_query(
+            a4.reshape(o * c, kh * kw).t().clone(memory_format=torch.contiguous_format), n, m,
+            tau, overwrite=True)
+    mask = axis_query(a4.reshape(o, c * kh * kw), n, m, tau, overwrite=True).reshape(a4.shape)
+    # Accumulated in the order of 1 + F + P so the result is bit-identical to the formula.
+    mask += 1.0
+    if position is not None:
+        mask += position.t().reshape(a4.shape)
+    mask.view(o, c // m, m, kh, kw).mul_(_columns_to_weight(keep, a4.shape))
     return mask.reshape(weight.shape).to(weight.dtype)

@@ -13,9 +13,11 @@ def _check(kind, step, start, end) -> None:
         raise ValueError(f'unknown schedule kind {kind!r}; valid kinds are {SCHEDULE_KINDS}')
     for name, value in (('step', step), ('start', start), ('end', end)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-            raise ValueError(f'{name} must be an integer >= 0, got {value!r}')
+            raise ValueError(f'{name} must be an integer >= 0 (an epoch or iteration index), '
+                             f'got {value!r}')
     if start > end:
-        raise ValueError(f'start must be <= end, got start={start}, end={end}')
+        raise ValueError(f'start must be <= end, got start={start}, end={end}; swap them, or '
+                         'use start == end to switch to full N:M at once')
 
 
 def preserve_rate(kind: str, step: int, start: int, end: int) -> float:
@@ -53,5 +55,9 @@ def preserve_rate(kind: str, step: int, start: int, end: int) -> float:
         return math.cos(math.pi / 2 * frac)
     if end - start == 1:
         return 1.0
-    q = lambda j: 1.0 - math.exp(-EXP_RATE * j)  # noqa: E731
-    return 1.0 - q(step - start) / q(end - start - 1)
+    return 1.0 - _exp_q(step - start) / _exp_q(end - start - 1)
+
+
+def _exp_q(j: int) -> float:
+    """``q(j) = 1 - exp(-b j)`` of the ``exp`` schedule (``b = EXP_RATE``)."""
+    return -math.expm1(-EXP_RATE * j)
