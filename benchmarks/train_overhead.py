@@ -3,8 +3,8 @@
 Each method's model is built from the same seed; one iteration is what the training loop and
 the hooks do: ``SparsityScheduleHook``'s per-iteration mask refresh, ``train_step`` (forward,
 backward, optimizer step) and, for SR-STE, the decay step pre-hook. Methods are timed round
-robin (one iteration of each in turn) so that machine noise hits them alike; medians are
-reported with the ratio to dense.
+robin (one iteration of each in turn, the order rotating every round) so that machine noise
+hits them alike; medians are reported with the ratio to dense, and the mask refresh apart.
 
 Example::
 
@@ -64,9 +64,15 @@ def build(method, args):
     return model, optim
 
 
-def one_iteration(model, optim, data, preserve):
+def one_iteration(model, optim, data, preserve, device):
+    """Seconds of (mask refresh, train_step) of one training iteration."""
+    start = time.perf_counter()
     model.set_preserve_rate(preserve)  # what SparsityScheduleHook does before each iteration
+    sync(device)
+    refreshed = time.perf_counter()
     model.train_step(data, optim)
+    sync(device)
+    return refreshed - start, time.perf_counter() - refreshed
 
 
 def sync(device):
@@ -84,20 +90,26 @@ def main():
     runs = {method: build(method, args) for method in METHODS}
     times = {method: [] for method in METHODS}
     for i in range(args.warmup + args.iters):
-        for method, (model, optim) in runs.items():
+        # Rotate the order every round so no method always runs first.
+        for method in METHODS[i % 3:] + METHODS[:i % 3]:
+            model, optim = runs[method]
             sync(args.device)
-            start = time.perf_counter()
-            one_iteration(model, optim, data, args.preserve)
-            sync(args.device)
+            refresh, step = one_iteration(model, optim, data, args.preserve, args.device)
             if i >= args.warmup:
-                times[method].append(time.perf_counter() - start)
-    dense = statistics.median(times['dense'])
+                times[method].append((refresh + step, refresh, step))
+    med = {method: [statistics.median(t[j] for t in times[method]) for j in range(3)]
+           for method in METHODS}
+    dense = med['dense'][0]
     print(f'Faster R-CNN R50-FPN, {args.batch}x{args.size}x{args.size}, {args.n}:{args.m}, '
           f'preserve {args.preserve}, device {args.device}, threads {torch.get_num_threads()}, '
-          f'{args.iters} timed iterations per method (median)')
+          f'{args.iters} timed iterations per method (medians)')
+    print('The train_step of each model differs a little by its own proposals (random init, '
+          'different masks); the mask refresh is the cost sparsity adds on top.')
     for method in METHODS:
-        t = statistics.median(times[method])
-        print(f'{method:>6}: {t * 1000:8.1f} ms/iter   {t / dense:5.3f}x dense')
+        total, refresh, step = med[method]
+        print(f'{method:>6}: {total * 1000:8.1f} ms/iter = refresh {refresh * 1000:6.1f} ms + '
+              f'train_step {step * 1000:7.1f} ms   {total / dense:5.3f}x dense   '
+              f'(refresh = {refresh / dense:5.1%} of the dense iteration)')
 
 
 if __name__ == '__main__':
