@@ -103,3 +103,17 @@ def setup_cpu_distributed(cfg: Config) -> None:
         dist.init_process_group(backend='gloo')
     if not cfg.get('model_wrapper_cfg'):
         cfg.model_wrapper_cfg = dict(type='DeviceAwareDDP')
+
+
+def teardown_distributed() -> None:
+    """Destroy the default process group at the end of a successful run.
+
+    Left alive, gloo's threads can abort the interpreter at exit ("terminate called without
+    an active exception") after a successful run. Called on success only: the barrier would
+    wait forever for a rank that failed.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()  # no rank tears down while another still talks to it
+        dist.destroy_process_group()

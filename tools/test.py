@@ -20,7 +20,7 @@ from mmdet.evaluation import DumpDetResults
 from mmdet.registry import RUNNERS
 from mmdet.utils import setup_cache_size_limit_of_dynamo
 from mmdet_maxq.cli import (CliError, check_checkpoint_file, check_data_roots, load_config,
-                            setup_cpu_distributed)
+                            setup_cpu_distributed, teardown_distributed)
 
 
 def parse_args(argv=None):
@@ -98,7 +98,9 @@ def main(argv=None):
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     if args.out is not None:
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
-    return runner.test()
+    metrics = runner.test()
+    teardown_distributed()
+    return metrics
 
 
 if __name__ == '__main__':

@@ -14,7 +14,7 @@ from mmengine.runner import Runner
 import mmdet_maxq  # noqa: F401  registers the wrapper and hooks, fixes checkpoint loading
 from mmdet.utils import setup_cache_size_limit_of_dynamo
 from mmdet_maxq.cli import (CliError, check_checkpoint_file, check_data_roots, load_config,
-                            setup_cpu_distributed)
+                            setup_cpu_distributed, teardown_distributed)
 
 
 def parse_args(argv=None):
@@ -80,6 +80,7 @@ def main(argv=None):
     setup_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
+    teardown_distributed()
 
 
 if __name__ == '__main__':

@@ -3,10 +3,9 @@
 # Same wrapper, hooks and schedule: incremental sparsity over epochs 0-4 of 6 (cubic).
 _base_ = [
     'mmdet::_base_/models/retinanet_r50_fpn.py',
-    'mmdet::_base_/default_runtime.py',
     '../_base_/synthetic_coco_instance.py',
+    '../_base_/synthetic_schedule.py',
 ]
-custom_imports = dict(imports=['mmdet_maxq'], allow_failed_imports=False)
 
 width = 16
 fpn_channels = 64
@@ -48,19 +47,4 @@ custom_hooks = [
     dict(type='RandomStateHook'),
 ]
 
-max_epochs = 6
-train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=max_epochs)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=50),
-]
-optim_wrapper = dict(
-    type='OptimWrapper',
-    optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=1e-4),
-    clip_grad=dict(max_norm=10, norm_type=2))
-default_hooks = dict(
-    logger=dict(type='LoggerHook', interval=10),
-    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=2))
-randomness = dict(seed=0, deterministic=False)
-auto_scale_lr = dict(enable=False, base_batch_size=2)
+optim_wrapper = dict(optimizer=dict(lr=0.01))
