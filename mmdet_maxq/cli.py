@@ -6,7 +6,7 @@ so a tool stops before it writes anything.
 import os
 import os.path as osp
 import zipfile
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Tuple
 
 from mmengine.config import Config
 
@@ -55,6 +55,22 @@ def _datasets(cfg) -> Iterator:
     elif isinstance(cfg, (list, tuple)):
         for item in cfg:
             yield from _datasets(item)
+
+
+def pipeline_test_scale(cfg: Config, default=(800, 1333)) -> Tuple[int, int]:
+    """``(H, W)`` of the test pipeline's ``Resize`` (keep-ratio scales as short x long side).
+
+    Args:
+        cfg (Config): The full config.
+        default (tuple[int, int]): Returned when the pipeline has no ``Resize`` with a scale.
+            Defaults to MMDetection's COCO test scale ``(800, 1333)``.
+    """
+    pipeline = (cfg.get('test_dataloader') or {}).get('dataset', {}).get('pipeline', [])
+    for step in pipeline:
+        if step.get('type') == 'Resize' and step.get('scale'):
+            w, h = step['scale']
+            return (min(w, h), max(w, h)) if step.get('keep_ratio') else (h, w)
+    return tuple(default)
 
 
 def check_data_roots(cfg: Config, loaders: List[str]) -> None:

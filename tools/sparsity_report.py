@@ -18,7 +18,7 @@ from mmdet.registry import MODELS
 from mmengine.config import DictAction
 from mmengine.runner import load_checkpoint
 from mmdet_maxq.analysis import conv_macs, report_rows, stage_totals
-from mmdet_maxq.cli import CliError, check_checkpoint_file, load_config
+from mmdet_maxq.cli import CliError, check_checkpoint_file, load_config, pipeline_test_scale
 from mmdet_maxq.models import SparseDetector
 
 
@@ -33,16 +33,6 @@ def parse_args(argv=None):
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value pairs')
     return parser.parse_args(argv)
-
-
-def _input_size(cfg, given):
-    if given:
-        return tuple(given)
-    for step in cfg.get('test_dataloader', {}).get('dataset', {}).get('pipeline', []):
-        if step.get('type') == 'Resize' and 'scale' in step:
-            w, h = step['scale']
-            return (min(w, h), max(w, h)) if step.get('keep_ratio') else (h, w)
-    return (800, 1333)
 
 
 def _plot(rows, model, path):
@@ -85,7 +75,7 @@ def main(argv=None):
     detector = model.architecture
     convs = {name: mod for name, mod in detector.named_modules()
              if isinstance(mod, torch.nn.Conv2d) and name.startswith('backbone.')}
-    size = _input_size(cfg, args.input_size)
+    size = tuple(args.input_size) if args.input_size else pipeline_test_scale(cfg)
     macs = conv_macs(detector.backbone,
                      {name[len('backbone.'):]: mod for name, mod in convs.items()}, size)
     macs = {'backbone.' + name: value for name, value in macs.items()}

@@ -23,6 +23,7 @@ from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
 
+from mmdet_maxq.cli import pipeline_test_scale
 from mmdet_maxq.sparsity import is_nm_sparse
 
 # A progress wrapper: ``progress(items, description)`` yields the items.
@@ -173,16 +174,6 @@ def build_plain_model(config_path: str, checkpoint_path: str,
                         f'{len(own)} keys matched exactly')
 
 
-def _resize_scale(cfg: Config) -> Tuple[int, int]:
-    """``(H, W)`` of the test pipeline's ``Resize`` (keep-ratio scales as short x long side)."""
-    pipeline = (cfg.get('test_dataloader') or {}).get('dataset', {}).get('pipeline', [])
-    for step in pipeline:
-        if step.get('type') == 'Resize' and step.get('scale'):
-            w, h = step['scale']
-            return (min(w, h), max(w, h)) if step.get('keep_ratio') else (h, w)
-    return (800, 1333)
-
-
 def _dataset_available(dataset: dict) -> bool:
     root = dataset.get('data_root') or ''
     ann = dataset.get('ann_file') or ''
@@ -217,7 +208,7 @@ def sample_batches(cfg: Config, num_images: int, seed: int = 0) -> Tuple[str, Li
         count = min(num_images, len(dataset))
         batches = [pseudo_collate([dataset[i]]) for i in range(count)]
         return f'{count} images of the test dataset ({dataset_cfg.get("data_root", "")})', batches
-    h, w = _resize_scale(cfg)
+    h, w = pipeline_test_scale(cfg)
     generator = torch.Generator().manual_seed(seed)
     batches = []
     for i in range(num_images):
