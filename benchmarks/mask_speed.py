@@ -2,10 +2,12 @@
 
 Builds the 52 eligible conv weights of ResNet-50 itself (C % 8 == 0: conv1/conv2/conv3 of
 every bottleneck and the four downsample convs, 23.4 M weights; the 3-channel stem is left
-out), random normal with a fixed seed, and computes all their masks with ``maxq_mask`` and
-with the spec-literal sort-based ``reference_maxq_mask``, in turn within each repeat so that
-machine noise hits both alike. Prints the median times, their ratio, whether every output is
-identical (``torch.equal``, no tolerance) and the peak extra memory of one layer:
+out), random normal with a fixed seed, and computes all their masks with ``maxq_mask``, with
+the spec-literal sort-based ``reference_maxq_mask`` and with a plain batched ``topk`` /
+``kthvalue`` transcription of the spec written here (ties broken however ``topk`` breaks
+them, unlike the other two, which break them like a stable sort), in turn within each repeat
+so that machine noise hits all alike. Prints the median times, their ratios, whether every
+output is identical (``torch.equal``, no tolerance) and the peak extra memory of one layer:
 
 - CUDA: ``torch.cuda.max_memory_allocated()`` during the call minus the memory allocated
   before it;
@@ -13,13 +15,21 @@ identical (``torch.equal``, no tolerance) and the peak extra memory of one layer
   ``torch.profiler`` (``profile_memory=True``, events in start order) during the call.
 
 Both count the returned mask. Reported for the largest layer and as the maximum over layers.
+On CUDA everything runs twice: in float32, and under
+``torch.autocast('cuda', dtype=torch.float16)`` (as in ``--amp`` training).
 
 Example::
 
     python benchmarks/mask_speed.py --n 2 --m 8 --preserve 0.5 --repeats 5 --device cpu
+    python benchmarks/mask_speed.py --n 2 --m 8 --preserve 0.5 --repeats 20 --device cuda
 """
 import argparse
+import contextlib
+import math
+import os
 import statistics
+import sys
+import tempfile
 import time
 
 import torch
@@ -27,7 +37,44 @@ import torch
 from mmdet_maxq.sparsity import maxq_mask
 from mmdet_maxq.sparsity.reference import reference_maxq_mask
 
-METHODS = (('sort-based reference', reference_maxq_mask), ('maxq_mask (selection)', maxq_mask))
+
+def plain_topk_mask(weight: torch.Tensor, n: int, m: int, preserve: float = 0.0,
+                    tau: float = 1e-2) -> torch.Tensor:
+    """``S = L * (1 + F + P)`` with plain batched ``topk`` / ``kthvalue``, for comparison.
+
+    A straightforward transcription of DESIGN.md section 3: ``topk`` per block for ``L``,
+    ``topk`` of the smallest ``torch.sum`` block norms for the exemption, ``kthvalue`` per row
+    for the soft queries, whose dropped entries are all those ``<=`` the K-th smallest. Ties
+    are not broken like a stable sort (and the norms are not summed left to right), so on
+    tied weights it may differ from the spec.
+    """
+    dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
+    a = weight.detach().to(dtype).abs()
+    a4 = a[:, :, None, None] if a.dim() == 2 else a
+    o, c, kh, kw = a4.shape
+    blocks = a4.permute(0, 2, 3, 1).reshape(-1, m)
+    hard = torch.zeros_like(blocks).scatter_(1, blocks.topk(n, dim=1).indices, 1.0)
+    exempt = math.floor(preserve * blocks.shape[0])
+    if exempt:
+        hard.index_fill_(0, blocks.sum(dim=1).topk(exempt, largest=False).indices, 1.0)
+    hard = hard.reshape(o, kh, kw, c).permute(0, 3, 1, 2)
+
+    def query(rows):
+        k = (m - n) * rows.shape[1] // m
+        if k == 0:
+            return torch.sigmoid((rows - rows.amin(dim=1, keepdim=True)) / tau)
+        low = rows.kthvalue(k, dim=1, keepdim=True).values
+        high = rows.kthvalue(k + 1, dim=1, keepdim=True).values
+        return torch.sigmoid((rows - (low + high) / 2) / tau) * (rows > low)
+
+    soft = 1 + query(a4.reshape(o, c * kh * kw)).reshape(a4.shape)
+    if kh * kw > 1:
+        soft = soft + query(a4.reshape(o * c, kh * kw).t()).t().reshape(a4.shape)
+    return (hard * soft).reshape(weight.shape).to(weight.dtype)
+
+
+REFERENCE, MAXQ, PLAIN = 'sort-based reference', 'maxq_mask (selection)', 'plain batched topk'
+METHODS = ((REFERENCE, reference_maxq_mask), (MAXQ, maxq_mask), (PLAIN, plain_topk_mask))
 
 
 def resnet50_eligible_shapes(m: int = 8):
@@ -58,6 +105,29 @@ def run_all(fn, weights, args):
     return time.perf_counter() - start, masks
 
 
+@contextlib.contextmanager
+def without_usdt_lines():
+    """Drop the ``USDT:`` lines libkineto writes to stderr at every profiler start and stop.
+
+    Only those lines: whatever else reaches stderr (file descriptor 2) meanwhile is passed on.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode(errors='replace')
+            sys.stderr.writelines(line for line in text.splitlines(keepends=True)
+                                  if not line.startswith('USDT:'))
+            sys.stderr.flush()
+
+
 def peak_extra_bytes(fn, weight, args) -> int:
     """Peak bytes allocated on top of what existed before, while computing one mask."""
     if args.device == 'cuda':
@@ -69,14 +139,59 @@ def peak_extra_bytes(fn, weight, args) -> int:
         del mask
         return torch.cuda.max_memory_allocated() - base
     from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn(weight, args.n, args.m, preserve=args.preserve)
+    with without_usdt_lines():
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            fn(weight, args.n, args.m, preserve=args.preserve)
     live = peak = 0
     # Self usage of each event: what it allocated minus what it freed, children excluded.
     for event in sorted(prof.events(), key=lambda e: e.time_range.start):
         live += event.self_cpu_memory_usage
         peak = max(peak, live)
     return peak
+
+
+def _differences(outputs, name, other):
+    """(number of masks that differ, max |difference|) between two methods' outputs."""
+    pairs = list(zip(outputs[name], outputs[other]))
+    differ = sum(not torch.equal(a, b) for a, b in pairs)
+    max_diff = max(float((a.double() - b.double()).abs().max()) for a, b in pairs)
+    return differ, max_diff
+
+
+def run_pass(weights, shapes, args) -> bool:
+    """Time, compare and measure the methods once; returns whether maxq == reference."""
+    times = {name: [] for name, _ in METHODS}
+    outputs = {}
+    for repeat in range(args.repeats + 1):
+        for name, fn in METHODS:
+            seconds, outputs[name] = run_all(fn, weights, args)
+            if repeat:  # repeat 0 is the warm-up
+                times[name].append(seconds)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    for name, _ in METHODS:
+        spread = ', '.join(f'{t * 1e3:.0f}' for t in times[name])
+        print(f'{name:24s} {medians[name] * 1e3:8.1f} ms   (runs: {spread})')
+    print(f'speed-up: {medians[REFERENCE] / medians[MAXQ]:.2f}x')
+    print(f'{PLAIN}: {medians[PLAIN] / medians[MAXQ]:.2f}x the time of maxq_mask, '
+          f'{medians[REFERENCE] / medians[PLAIN]:.2f}x faster than the reference')
+    differ, max_diff = _differences(outputs, REFERENCE, MAXQ)
+    print(f'outputs identical (torch.equal on all {len(weights)} masks): {differ == 0}; '
+          f'max |difference| {max_diff:.3g}')
+    plain_differ, plain_diff = _differences(outputs, MAXQ, PLAIN)
+    print(f'{PLAIN} identical to maxq_mask: {plain_differ == 0} ({plain_differ} of '
+          f'{len(weights)} masks differ; max |difference| {plain_diff:.3g})')
+
+    largest = max(range(len(weights)), key=lambda i: weights[i].numel())
+    size = weights[largest].numel() * weights[largest].element_size()
+    source = 'CUDA allocator' if args.device == 'cuda' else 'torch.profiler CPU allocations'
+    print(f'peak extra memory of one layer ({source}, mask included); largest layer '
+          f'{shapes[largest]} = {size / 2**20:.1f} MiB of weights:')
+    for name, fn in METHODS:
+        peaks = [peak_extra_bytes(fn, w, args) for w in weights]
+        print(f'  {name:24s} largest layer {peaks[largest] / 2**20:6.1f} MiB '
+              f'({peaks[largest] / size:.1f}x its weights), max over layers '
+              f'{max(peaks) / 2**20:6.1f} MiB')
+    return differ == 0
 
 
 def main():
@@ -97,36 +212,15 @@ def main():
           f'{args.n}:{args.m}, preserve {args.preserve}, {args.device}, '
           f'{torch.get_num_threads()} CPU threads, torch {torch.__version__}, '
           f'median of {args.repeats} (after 1 warm-up)')
-
-    times = {name: [] for name, _ in METHODS}
-    outputs = {}
-    for repeat in range(args.repeats + 1):
-        for name, fn in METHODS:
-            seconds, outputs[name] = run_all(fn, weights, args)
-            if repeat:  # repeat 0 is the warm-up
-                times[name].append(seconds)
-    (ref_name, _), (fast_name, _) = METHODS
-    ref, fast = outputs[ref_name], outputs[fast_name]
-    identical = all(torch.equal(a, b) for a, b in zip(ref, fast))
-    max_diff = max(float((a - b).abs().max()) for a, b in zip(ref, fast))
-    medians = {name: statistics.median(t) for name, t in times.items()}
-    for name, _ in METHODS:
-        spread = ', '.join(f'{t * 1e3:.0f}' for t in times[name])
-        print(f'{name:24s} {medians[name] * 1e3:8.1f} ms   (runs: {spread})')
-    print(f'speed-up: {medians[ref_name] / medians[fast_name]:.2f}x')
-    print(f'outputs identical (torch.equal on all {len(ref)} masks): {identical}; '
-          f'max |difference| {max_diff:.3g}')
-
-    largest = max(range(len(weights)), key=lambda i: weights[i].numel())
-    size = weights[largest].numel() * weights[largest].element_size()
-    source = 'CUDA allocator' if args.device == 'cuda' else 'torch.profiler CPU allocations'
-    print(f'peak extra memory of one layer ({source}, mask included); largest layer '
-          f'{shapes[largest]} = {size / 2**20:.1f} MiB of weights:')
-    for name, fn in METHODS:
-        peaks = [peak_extra_bytes(fn, w, args) for w in weights]
-        print(f'  {name:24s} largest layer {peaks[largest] / 2**20:6.1f} MiB '
-              f'({peaks[largest] / size:.1f}x its weights), max over layers '
-              f'{max(peaks) / 2**20:6.1f} MiB')
+    if args.device == 'cpu':
+        identical = run_pass(weights, shapes, args)
+    else:
+        print(f'GPU: {torch.cuda.get_device_name()}')
+        print('== float32 weights ==')
+        identical = run_pass(weights, shapes, args)
+        print("== float32 weights under torch.autocast('cuda', dtype=torch.float16) ==")
+        with torch.autocast('cuda', dtype=torch.float16):
+            identical = run_pass(weights, shapes, args) and identical
     if not identical:
         raise SystemExit('maxq_mask and the sort-based reference disagree')
 

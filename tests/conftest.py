@@ -10,6 +10,18 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SYNTHETIC_CONFIG_DIR = osp.join(REPO, 'configs', 'synthetic')
 
 
+@pytest.fixture(scope='module')
+def one_thread():
+    """In-process model code on one intra-op thread (restored afterwards): on a shared 2-core
+    machine a second OpenMP thread mostly spin-waits for a busy core."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope='session')
 def synthetic_coco(tmp_path_factory):
     """A small synthetic COCO set (64 train / 8 val images of 128 px), made once per session."""
@@ -18,6 +30,18 @@ def synthetic_coco(tmp_path_factory):
     root = tmp_path_factory.mktemp('data') / 'synthetic_coco'
     make_synthetic_coco(str(root), num_train=64, num_val=8, seed=0)
     return str(root)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip the ``cuda``-marked tests where no CUDA device is available (reported as skipped)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason='needs CUDA (torch.cuda.is_available() is False)')
+    for item in items:
+        if item.get_closest_marker('cuda') is not None:
+            item.add_marker(skip)
 
 
 def run_tool(args, cwd=REPO, check=True, env=None, timeout=900):

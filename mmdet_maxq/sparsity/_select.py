@@ -1,83 +1,164 @@
-"""Exact selection primitives for the masks: thresholds without full sorts.
+"""Exact selection primitives for the masks: thresholds without full sorts, and no host sync.
 
 Every function returns exactly what a stable sort would give (the reference in
-:mod:`mmdet_maxq.sparsity.reference` sorts); they only avoid the sort's cost:
+:mod:`mmdet_maxq.sparsity.reference` sorts); they only avoid the sort's cost. Off the CPU they
+never read a tensor value on the host (no ``.item()``, ``bool(t)``, ``nonzero()``,
+boolean-mask indexing, or Python branch on tensor values): every step is a fixed sequence of
+tensor ops decided by shapes and Python numbers only, so on a GPU the whole mask is queued
+without waiting for it. CPU tensors, where a host read is free, resolve ties only where a
+check finds them (:data:`CPU_TIE_CHECK`).
 
-- ``keep_n_largest``: top N of every block of M by "drop the block maximum" rounds;
-- ``kth_pair_rows``: the K-th and (K+1)-th smallest of each row: one ``topk`` for many
-  medium rows (filters), ``kth_smallest`` per row for a few long ones (kernel positions);
-- ``kth_smallest``: exact order statistics of one long vector (a position row, the block
-  norms), by bracketing them between two order statistics of a fixed pseudo-random sample,
-  counting, and selecting among the few values in the bracket (a plain ``kthvalue`` when
-  the count shows the bracket missed, which is rare).
+- ``nth_largest_columns``: the N-th largest of every block (a small selection network of
+  elementwise ``maximum`` / ``minimum`` over the M rows of the blocks);
+- ``kth_pair_rows``: the K-th and (K+1)-th smallest of every row: one ``topk`` that keeps the
+  side of each row holding both values, then a ``topk`` of 2 on that side;
+- ``smallest_e``: the E smallest of a 1-D vector (the block norms), by ``kthvalue``;
+- ``mark_k``: given such a threshold value, the entries strictly beyond it plus, by an integer
+  running count, the first (or last) tied entries still needed: the tie rule of a stable sort,
+  applied unconditionally (a row without ties at its threshold just needs all its tied
+  entries). On the CPU, :func:`keep_n_largest`, :func:`smallest_e` and the axis queries take
+  the plain threshold and run the count only on the rows (blocks) that a host read shows to
+  have a tie at their threshold: usually none.
 
-Only the rows where a tie sits exactly at a threshold take the slower ``mark_k`` (a running
-count of the tied entries, lower index first).
-Comparisons write 0/1 floats, not bools: several times faster on the CPU, and multiplying
-by them needs no type promotion.
+Values are selected on the integer view of the magnitudes (``int32`` for ``float32``,
+``int64`` for ``float64``): for non-negative finite floats the bit patterns sort like the
+values, and integer ``topk`` / ``kthvalue`` are faster on the CPU. Running counts are integer
+``cumsum``: a floating-point ``cumsum`` raises on CUDA under
+``torch.use_deterministic_algorithms(True)``. Marks are 0/1 floats, not bools: several times
+faster to write on the CPU, and multiplying by them needs no type promotion.
 """
-import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Tuple
 
 import torch
 
-__all__ = ['indicator', 'mark_k', 'keep_n_largest', 'sequential_sum', 'smallest_e',
-           'kth_pair_rows', 'kth_smallest', 'sampled_kth']
+__all__ = ['CPU_TIE_CHECK', 'host_check', 'indicator', 'mark_k', 'nth_largest_columns',
+           'keep_n_largest', 'sequential_sum', 'smallest_e', 'kth_pair_rows', 'ordered_view']
 
-# Vectors shorter than this go straight to kthvalue; longer ones are sampled.
-SAMPLED_MIN_LENGTH = 1 << 16
-SAMPLE_SIZE = 4096
-# Bracket half-width in binomial standard deviations: misses about 1 in 10^4 vectors.
-SAMPLE_Z = 4.0
-_sample_cache: Dict[Tuple[int, str], torch.Tensor] = {}
+# Float32 sums of 0/1 are exact below 2^24 entries; integer running counts fit int32 below 2^31.
+_EXACT_FLOAT32_COUNT = 1 << 24
+_INT32_COUNT = 1 << 31
+
+#: CPU tensors only: run the tie resolution (several passes over the tensor) only on the rows
+#: or blocks that a host read (free on the CPU) shows to have a tie at their threshold, usually
+#: none. Off the CPU, or with this set to False, every mark goes through the unconditional,
+#: sync-free resolution; both give the same masks (the tests run CPU tensors both ways).
+CPU_TIE_CHECK = True
 
 
-def indicator(compare, x: torch.Tensor, threshold) -> torch.Tensor:
-    """``compare(x, threshold)`` as a 0/1 tensor of ``x``'s dtype and layout."""
-    return compare(x, threshold, out=torch.empty_like(x))
+def host_check(x: torch.Tensor) -> bool:
+    """Whether values of ``x`` may be read on the host to skip work (CPU, check enabled)."""
+    return CPU_TIE_CHECK and x.device.type == 'cpu'
 
 
 def _count(ones: torch.Tensor) -> int:
-    """Number of ones in a 0/1 float tensor (float32 sums of integers are exact below 2^24)."""
-    if ones.numel() < (1 << 24):
-        return int(ones.sum())
-    return int(ones.sum(dtype=torch.float64))
+    """Number of ones in a 0/1 float CPU tensor (float32 sums are exact below 2^24 entries)."""
+    wide = torch.float64 if ones.numel() >= _EXACT_FLOAT32_COUNT else None
+    return int(ones.sum(dtype=wide))
 
 
-def mark_k(x: torch.Tensor, k: int, kth: torch.Tensor, largest: bool, dim: int) -> torch.Tensor:
+def indicator(compare, x: torch.Tensor, threshold, out=None) -> torch.Tensor:
+    """``compare(x, threshold)`` as a 0/1 tensor of ``x``'s dtype and layout (or into ``out``)."""
+    return compare(x, threshold, out=torch.empty_like(x) if out is None else out)
+
+
+_SAME_SIZE_INT = {torch.float64: torch.int64, torch.float32: torch.int32,
+                  torch.float16: torch.int16, torch.bfloat16: torch.int16}
+
+
+def ordered_view(x: torch.Tensor) -> torch.Tensor:
+    """The integer view of non-negative finite floats, which sorts like the values.
+
+    Args:
+        x (Tensor): Floating-point values ``>= 0`` (``+0.0``, not ``-0.0``), no NaN.
+
+    Returns:
+        Tensor: ``x`` viewed as the signed integer type of its size; ``.view(x.dtype)`` turns
+        selected entries back into values.
+    """
+    return x.view(_SAME_SIZE_INT[x.dtype])
+
+
+def mark_k(x: torch.Tensor, k: int, kth: torch.Tensor, largest: bool, dim: int,
+           lower_first: bool = True, out=None) -> torch.Tensor:
     """0/1 mark of the ``k`` largest (or smallest) entries along ``dim``, given the k-th value.
 
     Entries beyond ``kth`` are marked, and as many entries equal to ``kth`` as are still
-    needed, lower index first (a running count): stable-sort semantics without a sort.
+    needed: the lowest-index ones (``lower_first``) or the highest-index ones. With
+    ``lower_first`` that is what a stable sort in the same direction picks; the highest-index
+    ties are what remains after a stable sort in the other direction took its first entries.
 
     Args:
         x (Tensor): Values without NaN.
-        k (int): Entries to mark per slice along ``dim``.
-        kth (Tensor): The k-th largest (smallest) value of each slice, broadcastable to ``x``.
+        k (int): Entries to mark per slice along ``dim``, ``1 <= k <= x.shape[dim]``.
+        kth (Tensor): The k-th largest (smallest) value of each slice, counting repeats, with
+            a size-1 ``dim``.
         largest (bool): Mark the largest (True) or the smallest entries.
         dim (int): The axis of the slices.
+        lower_first (bool): Which tied entries to mark first.
+        out (Tensor, optional): Where to write the marks: a float tensor of ``x``'s shape,
+            possibly ``x`` itself (its values are no longer needed).
 
     Returns:
-        Tensor: 0/1 tensor of ``x``'s shape and dtype.
+        Tensor: 0/1 tensor of ``x``'s shape and dtype (``out`` when given).
     """
-    marked = indicator(torch.gt if largest else torch.lt, x, kth)
-    ties = indicator(torch.eq, x, kth)
-    # Counts are exact in float32 up to 2^24 entries per slice; longer slices count in float64.
-    wide = torch.float64 if x.shape[dim] >= (1 << 24) else None
-    need = k - marked.sum(dim=dim, keepdim=True, dtype=wide)
-    first = indicator(torch.le, ties.cumsum(dim=dim, dtype=wide), need)
-    return marked.add_(ties.mul_(first))
+    length = x.shape[dim]
+    ties = torch.eq(x, kth)
+    marked = indicator(torch.gt if largest else torch.lt, x, kth, out=out)
+    count = torch.int32 if length < _INT32_COUNT else torch.int64
+    wide = torch.float64 if length >= _EXACT_FLOAT32_COUNT else None
+    need = (k - marked.sum(dim=dim, keepdim=True, dtype=wide)).to(count)  # ties still to mark
+    rank = ties.cumsum(dim=dim, dtype=count)  # 1, 2, ... along the tied entries
+    if lower_first:
+        chosen = rank <= need
+    else:
+        chosen = rank > rank.narrow(dim, length - 1, 1) - need
+    return marked.add_(chosen.logical_and_(ties))
+
+
+def nth_largest_columns(columns: torch.Tensor, n: int) -> torch.Tensor:
+    """The ``n``-th largest entry of each column of ``(m, num_blocks)``, counting repeats.
+
+    An insertion network over the ``m`` rows: a running sorted list of the ``n`` largest rows
+    so far (or of the ``m - n + 1`` smallest, whichever is shorter), each new row bubbled in
+    by elementwise ``maximum`` / ``minimum`` (the last slot keeps only its winner). About
+    ``min(n, m - n + 1) * m`` elementwise ops on rows of ``num_blocks``.
+
+    Args:
+        columns (Tensor): ``(m, num_blocks)`` values without NaN.
+        n (int): ``1 <= n <= m``.
+
+    Returns:
+        Tensor: ``(1, num_blocks)``.
+    """
+    m = columns.shape[0]
+    if n == 1:
+        return columns.amax(dim=0, keepdim=True)
+    if n == m:
+        return columns.amin(dim=0, keepdim=True)
+    if n - 1 <= m - n:
+        size, winner, loser = n, torch.maximum, torch.minimum
+    else:
+        size, winner, loser = m - n + 1, torch.minimum, torch.maximum
+    best = []  # best[0] is the most extreme row so far
+    for row in columns.unbind(0):
+        for j in range(len(best)):
+            if j == size - 1:
+                best[j] = winner(best[j], row)
+                break
+            best[j], row = winner(best[j], row), loser(best[j], row)
+        else:
+            best.append(row)
+    return best[-1][None]
 
 
 def keep_n_largest(columns: torch.Tensor, n: int) -> torch.Tensor:
     """0/1 mark of the ``n`` largest entries of each column of ``columns`` (>= 0, finite).
 
     Blocks are columns (``(m, num_blocks)``) so every step is an elementwise op between
-    contiguous rows. Any per-block threshold ``u`` with exactly ``n`` entries ``>= u`` marks
-    the unique correct top n (everything else is strictly smaller, so no tie crosses it).
-    ``u`` comes from dropping the block maximum ``n - 1`` times (or the minimum ``m - n``
-    times, whichever is fewer); a count proves it, and the blocks it fails for (ties) are
-    redone exactly (lower index first).
+    contiguous rows. The n-th largest value ``v`` of each block (:func:`nth_largest_columns`),
+    then :func:`mark_k`: everything above ``v`` and the lowest-index entries equal to it.
+    On the CPU (see :data:`CPU_TIE_CHECK`) ``>= v`` is taken as it is, and only the blocks
+    where a count shows a tie at ``v`` (more than ``n`` marked) get the running count.
 
     Args:
         columns (Tensor): ``(m, num_blocks)`` non-negative finite values.
@@ -86,28 +167,15 @@ def keep_n_largest(columns: torch.Tensor, n: int) -> torch.Tensor:
     Returns:
         Tensor: 0/1 tensor of ``columns``' shape and dtype.
     """
-    m = columns.shape[0]
-    work = columns
-    if n - 1 <= m - n:
-        for _ in range(n - 1):
-            # Dropped entries become 0, which is <= every magnitude.
-            work = indicator(torch.lt, work, work.amax(dim=0, keepdim=True)).mul_(work)
-        threshold = work.amax(dim=0, keepdim=True)
-    else:
-        for _ in range(m - n):
-            work = work.masked_fill(work <= work.amin(dim=0, keepdim=True), math.inf)
-        threshold = work.amin(dim=0, keepdim=True)
-    # The marks overwrite the scratch copy when there is one (saves a full-size buffer).
-    keep = torch.ge(columns, threshold,
-                    out=work if work is not columns else torch.empty_like(columns))
-    # From the top every block marks >= n entries, from the bottom <= n: the total shows
-    # whether every block marks exactly n.
+    kth = nth_largest_columns(ordered_view(columns), n).view(columns.dtype)
+    if not host_check(columns):
+        return mark_k(columns, n, kth, largest=True, dim=0)
+    keep = indicator(torch.ge, columns, kth)
+    # Every block marks >= n entries (more where a tie sits at its n-th largest value), so
+    # the total shows whether any block needs the running count; only those get it.
     if _count(keep) != n * columns.shape[1]:
-        bad = (keep.sum(dim=0) != n).nonzero().squeeze(1)
-        if 2 * bad.numel() > columns.shape[1]:  # mostly ties: redo all, no gather/scatter
-            return mark_k(columns, n, columns.topk(n, dim=0).values[n - 1:n], True, dim=0)
-        tied = columns[:, bad]
-        keep[:, bad] = mark_k(tied, n, tied.topk(n, dim=0).values[n - 1:n], True, dim=0)
+        tied = (keep.sum(dim=0) != n).nonzero().squeeze(1)
+        keep[:, tied] = mark_k(columns[:, tied], n, kth[:, tied], largest=True, dim=0)
     return keep
 
 
@@ -122,73 +190,14 @@ def sequential_sum(columns: torch.Tensor) -> torch.Tensor:
     return total
 
 
-def _sample_index(length: int, device: torch.device) -> torch.Tensor:
-    """A fixed pseudo-random sample of positions (with replacement), cached per length."""
-    key = (length, str(device))
-    index = _sample_cache.get(key)
-    if index is None:
-        generator = torch.Generator().manual_seed(length)
-        index = torch.randint(length, (SAMPLE_SIZE, ), generator=generator).to(device)
-        if len(_sample_cache) > 256:
-            _sample_cache.clear()
-        _sample_cache[key] = index
-    return index
-
-
-def sampled_kth(x: torch.Tensor, ks: Sequence[int]) -> Optional[List[torch.Tensor]]:
-    """Exact order statistics of the 1-D ``x`` through a sampled bracket, or None on a miss.
-
-    The bracket ``[lo, hi]`` is two order statistics of a fixed sample of ``x``, placed
-    ``SAMPLE_Z`` binomial standard deviations around the wanted ranks. Counting proves it
-    holds them (fewer than ``ks[0]`` entries below ``lo``, at least ``ks[-1]`` up to ``hi``);
-    then with ``c`` entries below ``lo``, the k-th smallest of ``x`` is the ``(k - c)``-th
-    smallest of the few entries inside. Returns None when the count shows a miss.
-    """
-    length = x.numel()
-    sample = x[_sample_index(length, x.device)]
-    size = sample.numel()
-    q_lo, q_hi = ks[0] / length, ks[-1] / length
-    r_lo = math.floor(q_lo * size - SAMPLE_Z * math.sqrt(size * q_lo * (1 - q_lo))) - 1
-    r_hi = math.ceil(q_hi * size + SAMPLE_Z * math.sqrt(size * q_hi * (1 - q_hi))) + 2
-    below = torch.zeros_like(x)
-    inside = torch.ones_like(x)
-    if r_lo >= 1:
-        torch.lt(x, sample.kthvalue(r_lo).values, out=below)
-        inside.sub_(below)
-    if r_hi <= size:
-        inside.sub_(indicator(torch.gt, x, sample.kthvalue(r_hi).values))
-    n_below = _count(below)
-    if not (n_below < ks[0] and ks[-1] <= n_below + _count(inside)):
-        return None
-    candidates = x[inside.bool()]
-    return [candidates.kthvalue(k - n_below).values for k in ks]
-
-
-def kth_smallest(x: torch.Tensor, ks: Sequence[int]) -> List[torch.Tensor]:
-    """Exact ``k``-th smallest values (1-indexed) of the 1-D ``x`` for each ``k`` in ``ks``.
-
-    Vectors of at least ``SAMPLED_MIN_LENGTH`` entries go through :func:`sampled_kth`;
-    shorter ones, and the rare bracket misses, through ``kthvalue``.
-
-    Args:
-        x (Tensor): 1-D tensor without NaN (may be a strided view).
-        ks (Sequence[int]): A few nearby ascending ranks in ``[1, len(x)]``.
-
-    Returns:
-        list[Tensor]: 0-d tensors, one per rank.
-    """
-    if x.numel() >= SAMPLED_MIN_LENGTH:
-        found = sampled_kth(x, ks)
-        if found is not None:
-            return found
-    return [x.kthvalue(k).values for k in ks]
-
-
 def smallest_e(x: torch.Tensor, e: int) -> torch.Tensor:
     """Boolean mark of the ``e`` smallest entries of the 1-D ``x`` (lower index first).
 
+    The e-th smallest value by ``kthvalue``, then :func:`mark_k` (on the CPU only when a
+    count shows a tie at that value).
+
     Args:
-        x (Tensor): 1-D values without NaN.
+        x (Tensor): 1-D non-negative finite values.
         e (int): How many to mark, ``0 <= e``.
 
     Returns:
@@ -198,36 +207,33 @@ def smallest_e(x: torch.Tensor, e: int) -> torch.Tensor:
         return torch.zeros_like(x, dtype=torch.bool)
     if e >= x.numel():
         return torch.ones_like(x, dtype=torch.bool)
-    kth = kth_smallest(x, [e])[0]
-    marked = x <= kth
-    if int(torch.count_nonzero(marked)) == e:
-        return marked
+    kth = ordered_view(x).kthvalue(e, keepdim=True).values.view(x.dtype)
+    if host_check(x):
+        marked = x <= kth
+        if int(torch.count_nonzero(marked)) == e:  # no tie at the e-th smallest
+            return marked
     return mark_k(x, e, kth, largest=False, dim=0).bool()
 
 
 def kth_pair_rows(rows: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """The k-th and (k+1)-th smallest value of each row (``1 <= k < row length``).
 
-    Few long rows (the kernel-position axis) go through :func:`kth_smallest` one by one;
-    many rows through one ``topk`` that keeps the side of each row holding both values (the
-    shorter of the k+1 smallest and the L-k+1 largest), then a ``topk`` of 2 on that side.
+    One ``topk`` keeps the side of each row holding both values (the shorter of the k+1
+    smallest and the L-k+1 largest), then a ``topk`` of 2 on that side.
 
     Args:
-        rows (Tensor): 2-D values without NaN (may be a strided view).
+        rows (Tensor): 2-D non-negative finite values (may be a strided view).
         k (int): Rank, ``1 <= k < rows.shape[1]``.
 
     Returns:
-        tuple[Tensor, Tensor]: Two ``(rows, 1)`` tensors.
+        tuple[Tensor, Tensor]: Two ``(rows, 1)`` tensors of ``rows``' dtype.
     """
-    count, length = rows.shape
-    if length >= SAMPLED_MIN_LENGTH and count <= 64:
-        pairs = [torch.stack(kth_smallest(row, [k, k + 1])) for row in rows.unbind(0)]
-        pair = torch.stack(pairs)
-        return pair[:, :1], pair[:, 1:]
+    length = rows.shape[1]
+    keys = ordered_view(rows)
     if length - k + 1 <= k + 1:
-        top = rows.topk(length - k + 1, dim=1, largest=True, sorted=False).values
-        pair = top.topk(2, dim=1, largest=False, sorted=True).values
+        top = keys.topk(length - k + 1, dim=1, largest=True, sorted=False).values
+        pair = top.topk(2, dim=1, largest=False, sorted=True).values.view(rows.dtype)
         return pair[:, :1], pair[:, 1:]
-    bottom = rows.topk(k + 1, dim=1, largest=False, sorted=False).values
-    pair = bottom.topk(2, dim=1, largest=True, sorted=True).values
+    bottom = keys.topk(k + 1, dim=1, largest=False, sorted=False).values
+    pair = bottom.topk(2, dim=1, largest=True, sorted=True).values.view(rows.dtype)
     return pair[:, 1:], pair[:, :1]

@@ -2,21 +2,33 @@
 
 All the work is done on ``A = |W|`` (float32 for float16/bfloat16/float32 weights, float64 for
 float64 weights), computed once per call. Thresholds come from selections (see
-:mod:`mmdet_maxq.sparsity._select`): "drop the maximum" rounds on the small block axis,
-``topk`` on the filter rows, sampled brackets on the long kernel-position rows and the block
-norms. Rows where a tie sits exactly at a threshold resolve it with a running count.
+:mod:`mmdet_maxq.sparsity._select`): a small ``maximum`` / ``minimum`` network over the M rows
+of the blocks, ``topk`` on the filter rows and on the kernel-position rows, ``kthvalue`` on the
+block norms. Ties at a threshold are resolved by an integer running count along every row,
+unconditionally; only CPU tensors, where reading a value costs nothing, run it just on the
+rows (blocks) that a host check shows to have a tie at their threshold, usually none
+(:data:`mmdet_maxq.sparsity._select.CPU_TIE_CHECK`). Both ways give the same masks.
 
 Ties: every selection behaves like a stable sort, i.e. among equal values the lower index is
 taken first. "Keep the N largest" keeps the lower indices, "exempt the E smallest norms"
 exempts the lower block indices, and "drop the K smallest" drops the lower indices. So exactly
 N weights survive in every block and the mask is deterministic on every device.
 :mod:`mmdet_maxq.sparsity.reference` is the sort-based definition this module must equal.
+
+No host-device synchronisation off the CPU: nothing here reads a tensor value on the host or
+branches on one (only on shapes, the device type and the Python numbers N, M, preserve and
+tau), so on a GPU a mask refresh is queued without waiting. The one check of the values,
+that the weights are finite, raises ``ValueError`` at once on the CPU and goes to
+``torch._assert_async`` elsewhere (see :func:`mmdet_maxq.sparsity.validation.check_finite`).
+Every op used is allowed under ``torch.use_deterministic_algorithms(True)`` (running counts
+are integer ``cumsum``; a floating-point ``cumsum`` raises there on CUDA).
 """
 import math
 
 import torch
 
-from ._select import keep_n_largest, kth_pair_rows, mark_k, sequential_sum, smallest_e
+from ._select import (host_check, indicator, keep_n_largest, kth_pair_rows, mark_k,
+                      sequential_sum, smallest_e)
 from .validation import check_finite, check_preserve, check_tau, check_weight
 
 __all__ = ['nm_mask', 'maxq_mask', 'axis_query', 'hard_nm_keep', 'hard_keep_columns']
@@ -26,13 +38,13 @@ def _as_4d(a: torch.Tensor) -> torch.Tensor:
     return a[:, :, None, None] if a.dim() == 2 else a
 
 
-def _magnitude(weight: torch.Tensor) -> torch.Tensor:
+def _magnitude(weight: torch.Tensor, name: str) -> torch.Tensor:
     """``|W|`` as a new contiguous float32 (float64 for float64) tensor, checked finite."""
     dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
     w = weight.detach()
     a = w.to(dtype).abs_() if w.dtype != dtype else w.abs()
     a = a.contiguous()
-    check_finite(a, nonnegative=True)
+    check_finite(a, name=name, nonnegative=True, sync=False)
     return a
 
 
@@ -121,20 +133,27 @@ def axis_query(rows: torch.Tensor, n: int, m: int, tau: float,
         return (rows - rows.amin(dim=1, keepdim=True)).div_(tau).sigmoid_()
     low, high = kth_pair_rows(rows, k)
     out = (rows - (low + high) / 2).div_(tau).sigmoid_()
-    # Keeping the entries above the K-th smallest is exact unless it ties the (K+1)-th.
-    tied = (low == high).squeeze(1).nonzero().squeeze(1)
-    if 2 * tied.numel() > rows.shape[0]:  # mostly ties: resolve every row, no gather/scatter
-        return out.mul_(1.0 - mark_k(rows, k, low, largest=False, dim=1))
+    scratch = rows if overwrite else None
+    # Kept: the L - K largest. ``high`` is the (L - K)-th largest; of the entries equal to it,
+    # a stable ascending sort drops the lower indices first, so the higher ones are kept.
+    if not host_check(rows):
+        return out.mul_(mark_k(rows, length - k, high, largest=True, dim=1, lower_first=False,
+                               out=scratch))
+    # CPU: "> low" is exact in every row without a tie at the threshold (low < high); the
+    # rows with one (a host read) get the running count.
+    tied = torch.eq(low, high).squeeze(1).nonzero().squeeze(1)
     fixed = None
     if tied.numel():
-        fixed = 1.0 - mark_k(rows[tied], k, low[tied], largest=False, dim=1)
-    kept = torch.gt(rows, low, out=rows if overwrite else torch.empty_like(rows))
+        fixed = mark_k(rows[tied], length - k, high[tied], largest=True, dim=1,
+                       lower_first=False)
+    kept = indicator(torch.gt, rows, low, out=scratch)
     if fixed is not None:
         kept[tied] = fixed
     return out.mul_(kept)
 
 
-def nm_mask(weight: torch.Tensor, n: int, m: int, preserve: float = 0.0) -> torch.Tensor:
+def nm_mask(weight: torch.Tensor, n: int, m: int, preserve: float = 0.0, *,
+            name: str = 'weight') -> torch.Tensor:
     """The hard N:M 0/1 mask of ``weight``.
 
     Args:
@@ -144,19 +163,26 @@ def nm_mask(weight: torch.Tensor, n: int, m: int, preserve: float = 0.0) -> torc
         m (int): Block size; must divide ``C``.
         preserve (float): Share of blocks (smallest L1 norm first) exempt from N:M: their mask
             is all ones. Defaults to 0.
+        name (str): What to call the weight in the non-finite error (e.g. the layer name
+            ``'backbone.layer3.1.conv2'``). Defaults to ``'weight'``.
 
     Returns:
         Tensor: Contiguous 0/1 mask of the shape, dtype and device of ``weight``.
+
+    Raises:
+        ValueError: For bad arguments, and for NaN/Inf in a CPU ``weight``. On other devices
+            non-finite weights trip ``torch._assert_async`` with the same message instead
+            (no host sync; CUDA reports it as a device-side assert at a later sync).
     """
     check_weight(weight, n, m, check_finite=False)
     check_preserve(preserve)
-    keep = hard_nm_keep(_magnitude(weight), n, m, float(preserve))
+    keep = hard_nm_keep(_magnitude(weight, name), n, m, float(preserve))
     return keep.to(weight.dtype)
 
 
 @torch.no_grad()
 def maxq_mask(weight: torch.Tensor, n: int, m: int, preserve: float = 0.0,
-              tau: float = 1e-2) -> torch.Tensor:
+              tau: float = 1e-2, *, name: str = 'weight') -> torch.Tensor:
     """The MaxQ soft mask ``S = L * (1 + F + P)`` of ``weight``.
 
     ``L`` is :func:`nm_mask` (with the incremental exemption), ``F`` the filter-axis query
@@ -169,15 +195,21 @@ def maxq_mask(weight: torch.Tensor, n: int, m: int, preserve: float = 0.0,
         m (int): Block size; must divide the input channels ``C``.
         preserve (float): Share of blocks exempt from N:M, in [0, 1]. Defaults to 0.
         tau (float): Sigmoid temperature of the soft queries, > 0. Defaults to 1e-2.
+        name (str): What to call the weight in the non-finite error (e.g. the layer name).
+            Defaults to ``'weight'``.
 
     Returns:
         Tensor: Contiguous mask of the shape, dtype and device of ``weight`` (computed in
         float32 for half-precision weights).
+
+    Raises:
+        ValueError: As :func:`nm_mask` (non-finite weights: on the CPU only; elsewhere
+            ``torch._assert_async``).
     """
     check_weight(weight, n, m, check_finite=False)
     check_preserve(preserve)
     check_tau(tau)
-    a4 = _as_4d(_magnitude(weight))
+    a4 = _as_4d(_magnitude(weight, name))
     o, c, kh, kw = a4.shape
     tau = float(tau)
     # Order chosen for memory: L, then P (on its own transposed copy, used as scratch), then

@@ -5,11 +5,20 @@ import torch
 
 from .validation import check_finite, check_mask_like, check_nm, check_weight, is_nm_eligible
 
-__all__ = ['is_nm_sparse', 'nm_compliance', 'layer_summary']
+__all__ = ['block_nonzeros', 'is_nm_sparse', 'nm_compliance', 'layer_summary']
 
 
-def _block_nonzeros(weight: torch.Tensor, m: int) -> torch.Tensor:
-    """Non-zeros per block of M input channels, in the ``(O, kh, kw, C)`` block layout."""
+def block_nonzeros(weight: torch.Tensor, m: int) -> torch.Tensor:
+    """Non-zeros per block of M input channels, in the ``(O, kh, kw, C)`` block layout.
+
+    Args:
+        weight (Tensor): 4-D conv or 2-D linear weight (or a boolean "non-zero" map of one)
+            whose input channels ``m`` divides.
+        m (int): Block size.
+
+    Returns:
+        Tensor: 1-D integer counts, one per block.
+    """
     w4 = weight[:, :, None, None] if weight.dim() == 2 else weight
     return (w4 != 0).permute(0, 2, 3, 1).reshape(-1, m).sum(dim=1)
 
@@ -26,7 +35,7 @@ def nm_compliance(weight: torch.Tensor, n: int, m: int) -> float:
         float: In [0, 1]; 1.0 means the weight is exactly N:M sparse.
     """
     check_weight(weight, n, m)
-    return float((_block_nonzeros(weight.detach(), m) <= n).double().mean())
+    return float((block_nonzeros(weight.detach(), m) <= n).double().mean())
 
 
 def is_nm_sparse(weight: torch.Tensor, n: int, m: int) -> bool:
@@ -41,7 +50,7 @@ def is_nm_sparse(weight: torch.Tensor, n: int, m: int) -> bool:
         bool: True when the weight follows the N:M pattern everywhere.
     """
     check_weight(weight, n, m)
-    return bool((_block_nonzeros(weight.detach(), m) <= n).all())
+    return bool((block_nonzeros(weight.detach(), m) <= n).all())
 
 
 @torch.no_grad()
@@ -83,9 +92,7 @@ def layer_summary(weight: torch.Tensor, n: int, m: int,
     eligible = is_nm_eligible(weight, m)
     compliance = None
     if eligible:
-        per_block = (~zero).permute(0, 2, 3, 1) if zero.dim() == 4 else ~zero
-        per_block = per_block.reshape(-1, m).sum(dim=1)
-        compliance = float((per_block <= n).double().mean())
+        compliance = float((block_nonzeros(~zero, m) <= n).double().mean())
     return dict(shape=tuple(weight.shape), eligible=eligible, numel=weight.numel(),
                 sparsity=float(zero.double().mean()) if weight.numel() else 0.0,
                 nm_compliance=compliance, compliant=bool(eligible and compliance == 1.0),

@@ -52,26 +52,54 @@ def is_nm_eligible(weight_or_shape: Union[torch.Tensor, Sequence[int]], m: int) 
     return len(shape) in (2, 4) and min(shape) > 0 and shape[1] % m == 0
 
 
-def check_finite(tensor: torch.Tensor, name: str = 'weight', nonnegative: bool = False) -> None:
-    """Raise ``ValueError`` if ``tensor`` holds NaN or Inf.
+# torch._assert_async on CUDA takes messages of fewer than 255 characters.
+_ASYNC_MESSAGE_LENGTH = 250
+
+
+def _shorten(text: str, length: int) -> str:
+    return text if len(text) <= length else text[:length - 3] + '...'
+
+
+def check_finite(tensor: torch.Tensor, name: str = 'weight', nonnegative: bool = False, *,
+                 sync: bool = True) -> None:
+    """Reject a tensor holding NaN or Inf.
 
     One reduction and no temporary the size of the tensor (masks are recomputed every
     training iteration, so this must stay cheap): ``amax`` for tensors known to be
     non-negative (magnitudes), else ``aminmax``; both propagate NaN.
 
+    CPU tensors, and every tensor with ``sync=True`` (the default), raise ``ValueError`` at
+    once. With ``sync=False`` (the mask functions) a tensor on another device is not read on
+    the host: the check goes to ``torch._assert_async`` with the same message, so on CUDA a
+    failure surfaces as a ``RuntimeError`` (device-side assert, message printed by the
+    device) at the next synchronisation. Devices without that op check synchronously.
+
     Args:
         tensor (Tensor): Floating-point tensor to check.
-        name (str): Its name in the error message.
+        name (str): Its name in the error message (e.g. a layer name such as
+            ``'backbone.layer3.1.conv2'``).
         nonnegative (bool): Whether every finite entry is known to be >= 0.
+        sync (bool): Whether a non-CPU tensor may be read on the host (a device sync).
+
+    Raises:
+        ValueError: ``'<name> of shape (...) has non-finite values (NaN or Inf); fix the
+            training divergence or the checkpoint first'``.
     """
     if nonnegative:
         finite = torch.isfinite(tensor.amax())
     else:
         low, high = torch.aminmax(tensor)
         finite = torch.isfinite(low) & torch.isfinite(high)
+    message = (f'{name} of shape {tuple(tensor.shape)} has non-finite values (NaN or Inf); '
+               'fix the training divergence or the checkpoint first')
+    if not sync and tensor.device.type != 'cpu':
+        try:
+            torch._assert_async(finite, _shorten(message, _ASYNC_MESSAGE_LENGTH))
+            return
+        except NotImplementedError:  # a backend without the op: check synchronously
+            pass
     if not bool(finite):
-        raise ValueError(f'{name} of shape {tuple(tensor.shape)} has non-finite values (NaN or '
-                         'Inf); fix the training divergence or the checkpoint first')
+        raise ValueError(message)
 
 
 _check_finite = check_finite  # check_weight's flag of the same name shadows the function
@@ -105,7 +133,6 @@ def check_weight(weight: torch.Tensor, n: int, m: int, check_finite: bool = True
                          'it or leave this layer dense')
     if check_finite:
         _check_finite(weight)
-
 
 
 def check_mask_like(mask: torch.Tensor, weight: torch.Tensor) -> None:

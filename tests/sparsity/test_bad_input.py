@@ -49,6 +49,15 @@ def test_mask_functions_name_the_bad_argument(fn, weight, n, m, kwargs, match):
         fn(weight, n, m, **kwargs)
 
 
+@pytest.mark.parametrize('fn', [nm_mask, maxq_mask])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16, torch.float64])
+def test_non_finite_error_names_the_layer(fn, dtype):
+    with pytest.raises(ValueError, match=r'^backbone\.layer3\.1\.conv2 of shape \(4, 8, 1, 1\) '
+                       r'has non-finite values \(NaN or Inf\); fix the training divergence '
+                       r'or the checkpoint first$'):
+        fn(with_value(NAN, dtype), 2, 4, name='backbone.layer3.1.conv2')
+
+
 @pytest.mark.parametrize('tau', [0.0, -1e-2, NAN, INF, '0.01', None])
 def test_bad_tau(tau):
     with pytest.raises(ValueError, match='tau must be a positive number'):

@@ -1,5 +1,10 @@
 """Test weights: tie-free ones exactly representable in a dtype, and ones full of ties."""
+import importlib.util
+import os.path as osp
+
 import torch
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 # Consecutive bit patterns this far apart give 128 distinct magnitudes per binade.
 _BIT_STEP = {torch.float32: 1 << 16, torch.float16: 1 << 3, torch.bfloat16: 1}
@@ -38,3 +43,12 @@ def tied_weight(shape, kind, seed=0):
     if kind == 'constant':
         return torch.full(shape, -0.5)
     return torch.randn(shape, generator=g)
+
+
+def resnet50_eligible_shapes(m=8):
+    """The N:M-eligible ResNet-50 conv shapes, from ``benchmarks/mask_speed.py`` itself."""
+    spec = importlib.util.spec_from_file_location(
+        'mask_speed', osp.join(REPO, 'benchmarks', 'mask_speed.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.resnet50_eligible_shapes(m)
