@@ -1,14 +1,21 @@
 """Training-iteration time of Faster R-CNN R50-FPN: dense vs SR-STE vs MaxQ, side by side.
 
-Each method's model is built from the same seed; one iteration is what the training loop and
-the hooks do: ``SparsityScheduleHook``'s per-iteration mask refresh, ``train_step`` (forward,
-backward, optimizer step) and, for SR-STE, the decay step pre-hook. Methods are timed round
-robin (one iteration of each in turn, the order rotating every round) so that machine noise
-hits them alike; medians are reported with the ratio to dense, and the mask refresh apart.
+Each method's model is built from the same seed from the project's COCO config
+(``configs/maxq/faster-rcnn_r50-maxq-2of8_fpn_1x_coco.py``: MMDetection's R50 settings, stem
+and layer1 frozen, random init instead of ImageNet) with ``sparsity.method`` set to the
+method. One iteration is what the training loop and the hooks do: the preserve rate set by
+``SparsityScheduleHook``, ``train_step`` (forward with the masks recomputed from the weights,
+backward, the pruned-weight decay of ``SRSTEDecayHook`` for srste and maxq, optimizer step;
+``AmpOptimWrapper`` with ``--amp``). Methods are timed round robin (one iteration of each in
+turn, the order rotating every round) so that machine noise hits them alike; medians are
+reported with the ratio to dense. The mask refresh (every sparse conv's mask computed once,
+as each training forward does) is also timed on its own, outside the iteration, and reported
+as a share of the dense iteration.
 
-Example::
+Examples::
 
-    python benchmarks/train_overhead.py --size 320 --iters 8 --n 2 --m 8
+    python benchmarks/train_overhead.py --height 320 --width 320 --iters 6   # CPU
+    python benchmarks/train_overhead.py --device cuda --amp                  # COCO scale
 """
 import argparse
 import statistics
@@ -19,60 +26,50 @@ import torch
 import mmdet_maxq  # noqa: F401
 from mmdet.registry import MODELS
 from mmdet.testing import demo_mm_inputs
-from mmengine.config import Config
-from mmengine.optim import OptimWrapper
-from mmdet_maxq.sparsity import srste_decay_
+from mmengine.optim import AmpOptimWrapper, OptimWrapper
+from mmdet_maxq.cli import load_config
+from mmdet_maxq.engine.hooks import SRSTEDecayHook
+from mmdet_maxq.models import refresh_masks, set_preserve_rate, sparse_convs
 
 METHODS = ('dense', 'srste', 'maxq')
+CONFIG = 'configs/maxq/faster-rcnn_r50-maxq-2of8_fpn_1x_coco.py'
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--size', type=int, default=320, help='square image side')
+    parser.add_argument('--height', type=int, default=800, help='image height (COCO: 800)')
+    parser.add_argument('--width', type=int, default=1333, help='image width (COCO: 1333)')
     parser.add_argument('--batch', type=int, default=2)
-    parser.add_argument('--iters', type=int, default=8, help='timed iterations per method')
-    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--iters', type=int, default=10, help='timed iterations per method')
+    parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--n', type=int, default=2)
     parser.add_argument('--m', type=int, default=8)
     parser.add_argument('--preserve', type=float, default=0.5,
                         help='preserve rate during the timed iterations (mid-schedule)')
+    parser.add_argument('--amp', action='store_true', help='AmpOptimWrapper (CUDA only)')
     parser.add_argument('--threads', type=int, default=None, help='torch threads')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.amp and not args.device.startswith('cuda'):
+        parser.error('--amp needs --device cuda (MMEngine\'s AmpOptimWrapper is CUDA-only)')
+    return args
 
 
 def build(method, args):
-    # The project's COCO config: MMDetection's Faster R-CNN R50-FPN 1x (stem and layer1
-    # frozen, as in MMDetection) wrapped by SparseDetector; random init instead of ImageNet.
-    cfg = Config.fromfile('configs/maxq/faster-rcnn_r50-maxq-2of8_fpn_1x_coco.py')
-    arch = cfg.model.architecture
-    arch.backbone.init_cfg = None
+    cfg = load_config(CONFIG)
+    cfg.model.backbone.init_cfg = None
+    cfg.model.sparsity = dict(method=method, n=args.n, m=args.m)
     torch.manual_seed(0)
-    model = MODELS.build(dict(type='SparseDetector', architecture=arch,
-                              sparsity=dict(method=method, n=args.n, m=args.m)))
+    model = MODELS.build(cfg.model)
     model.init_weights()
     model.to(args.device).train()
-    optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9))
-    if method == 'srste':
-        layers = model.sparse_layers()
-
-        def decay(optimizer, args, kwargs):  # what SRSTEDecayHook registers
-            for conv in layers:
-                srste_decay_(conv.weight, conv.mask, 2e-4)
-
-        optim.optimizer.register_step_pre_hook(decay)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    optim = (AmpOptimWrapper(optimizer=optimizer, loss_scale='dynamic') if args.amp
+             else OptimWrapper(optimizer))
+    layers = [conv for _, conv in sparse_convs(model)]
+    if layers:  # what SRSTEDecayHook registers (the paper's decay, MaxQ included)
+        optimizer.register_step_pre_hook(SRSTEDecayHook(2e-4)._make_hook(layers))
     return model, optim
-
-
-def one_iteration(model, optim, data, preserve, device):
-    """Seconds of (mask refresh, train_step) of one training iteration."""
-    start = time.perf_counter()
-    model.set_preserve_rate(preserve)  # what SparsityScheduleHook does before each iteration
-    sync(device)
-    refreshed = time.perf_counter()
-    model.train_step(data, optim)
-    sync(device)
-    return refreshed - start, time.perf_counter() - refreshed
 
 
 def sync(device):
@@ -80,36 +77,48 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def timed(fn, device):
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
 def main():
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    data = demo_mm_inputs(args.batch, [(3, args.size, args.size)] * args.batch, num_items=[4] *
-                          args.batch, num_classes=80, device=args.device)
+    shape = (3, args.height, args.width)
+    data = demo_mm_inputs(args.batch, [shape] * args.batch, num_items=[4] * args.batch,
+                          num_classes=80, device=args.device)
     data = dict(inputs=[d for d in data['inputs']], data_samples=data['data_samples'])
     runs = {method: build(method, args) for method in METHODS}
-    times = {method: [] for method in METHODS}
+    steps = {method: [] for method in METHODS}
+    refreshes = {method: [] for method in METHODS}
     for i in range(args.warmup + args.iters):
         # Rotate the order every round so no method always runs first.
         for method in METHODS[i % 3:] + METHODS[:i % 3]:
             model, optim = runs[method]
-            sync(args.device)
-            refresh, step = one_iteration(model, optim, data, args.preserve, args.device)
+            set_preserve_rate(model, args.preserve)
+            step = timed(lambda: model.train_step(data, optim), args.device)
+            refresh = timed(lambda: refresh_masks(model), args.device)
             if i >= args.warmup:
-                times[method].append((refresh + step, refresh, step))
-    med = {method: [statistics.median(t[j] for t in times[method]) for j in range(3)]
-           for method in METHODS}
-    dense = med['dense'][0]
-    print(f'Faster R-CNN R50-FPN, {args.batch}x{args.size}x{args.size}, {args.n}:{args.m}, '
-          f'preserve {args.preserve}, device {args.device}, threads {torch.get_num_threads()}, '
-          f'{args.iters} timed iterations per method (medians)')
+                steps[method].append(step)
+                refreshes[method].append(refresh)
+    device = torch.cuda.get_device_name() if args.device.startswith('cuda') else 'CPU'
+    print(f'Faster R-CNN R50-FPN, batch {args.batch} x {args.height}x{args.width}, '
+          f'{args.n}:{args.m}, preserve {args.preserve}, {device}, '
+          f'{"AMP" if args.amp else "fp32"}, threads {torch.get_num_threads()}, {args.iters} '
+          'timed iterations per method (medians)')
     print('The train_step of each model differs a little by its own proposals (random init, '
           'different masks); the mask refresh is the cost sparsity adds on top.')
+    dense = statistics.median(steps['dense'])
     for method in METHODS:
-        total, refresh, step = med[method]
-        print(f'{method:>6}: {total * 1000:8.1f} ms/iter = refresh {refresh * 1000:6.1f} ms + '
-              f'train_step {step * 1000:7.1f} ms   {total / dense:5.3f}x dense   '
-              f'(refresh = {refresh / dense:5.1%} of the dense iteration)')
+        step, refresh = statistics.median(steps[method]), statistics.median(refreshes[method])
+        print(f'{method:>6}: {step * 1000:8.1f} ms/iter  {step / dense:5.3f}x dense   mask '
+              f'refresh alone {refresh * 1000:6.1f} ms = {refresh / dense:5.1%} of the dense '
+              'iteration')
 
 
 if __name__ == '__main__':

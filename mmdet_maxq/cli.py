@@ -3,12 +3,24 @@
 Each check raises :class:`CliError`, a ``SystemExit`` whose message names the path and the fix,
 so a tool stops before it writes anything.
 """
+import io
 import os
 import os.path as osp
+import pickle
+import re
 import zipfile
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, List, Optional
 
 from mmengine.config import Config
+
+from mmdet_maxq.utils.warnings_filter import silence_known_warnings
+
+# ``scheme://``: URLs and remote storage that MMEngine reads itself (http, https, s3, petrel,
+# open-mmlab, torchvision, ...); nothing to check on the local disk.
+_REMOTE = re.compile(r'^[A-Za-z][A-Za-z0-9+.\-]*://')
+# torch.save's legacy (pre-1.6, non-zip) format opens with this pickled number.
+_LEGACY_MAGIC = 0x1950a86a20f9469cfc6c
+_LEGACY_PROTOCOL = 1001
 
 
 class CliError(SystemExit):
@@ -20,28 +32,89 @@ class CliError(SystemExit):
         self.message = message
 
 
+def is_remote(path) -> bool:
+    """Whether ``path`` is a URL or remote storage path (``scheme://...``)."""
+    return isinstance(path, str) and bool(_REMOTE.match(path))
+
+
 def load_config(path: str) -> Config:
     """``Config.fromfile`` with a clear error for a missing or unparsable config."""
     if not osp.isfile(path):
         raise CliError(f'config file {path!r} does not exist; pass the path of a config '
-                       '(e.g. configs/synthetic/mask-rcnn_r18-maxq-2of8_fpn_synthetic.py)')
+                       '(e.g. configs/synthetic/mask-rcnn_r18-tiny-maxq-2of8_fpn_synthetic.py)')
+    silence_known_warnings()  # MMEngine's pkg_resources warnings, raised while parsing
     try:
         return Config.fromfile(path)
     except (SyntaxError, KeyError, ValueError, ImportError, FileNotFoundError) as err:
         raise CliError(f'cannot parse config {path!r}: {type(err).__name__}: {err}') from err
 
 
+class _NoGlobals(pickle.Unpickler):
+    """Reads plain pickled data only (numbers, strings, dicts): any global is refused."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f'global {module}.{name} in a checkpoint header')
+
+
+def _is_legacy_torch_file(path: str) -> bool:
+    """Whether ``path`` opens like ``torch.save(..., _use_new_zipfile_serialization=False)``.
+
+    That format starts with three small pickles: the magic number, the protocol version
+    (1001) and a dict of system info. They are read with globals refused; the rest of the file
+    (the pickled object and the raw storages) is left to ``torch.load``.
+    """
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(4096)  # the three header pickles take about 150 bytes
+        if not head.startswith(b'\x80'):  # pickle protocol >= 2, as torch.save writes
+            return False
+        unpickler = _NoGlobals(io.BytesIO(head))
+        return (unpickler.load() == _LEGACY_MAGIC and unpickler.load() == _LEGACY_PROTOCOL
+                and isinstance(unpickler.load(), dict))
+    except Exception:  # noqa: BLE001  anything unreadable is simply not this format
+        return False
+
+
 def check_checkpoint_file(path: str) -> None:
-    """Refuse a checkpoint path that is missing or not a readable PyTorch file."""
+    """Refuse a local checkpoint path that is missing or not a readable PyTorch file.
+
+    URLs and remote paths (``http://``, ``https://``, ``open-mmlab://``, ``torchvision://``,
+    ``s3://``, any ``scheme://``) are accepted untouched: MMEngine downloads or reads them
+    itself. A local file must be a PyTorch checkpoint: a complete zip archive (``torch.save``
+    since 1.6) or the legacy pickle format (``_use_new_zipfile_serialization=False``), told
+    apart by their headers; anything else (truncated zip, random bytes, empty file) is refused.
+    """
+    if is_remote(path):
+        return
+    path = osp.expanduser(path)  # as MMEngine's load_from_local does
     if not osp.exists(path):
         raise CliError(f'checkpoint {path!r} does not exist; pass the .pth file that training '
                        'wrote (e.g. WORK_DIR/epoch_12.pth)')
     if not osp.isfile(path) or not os.access(path, os.R_OK):
         raise CliError(f'checkpoint {path!r} is not a readable file; check the path and its '
                        'permissions')
-    if not zipfile.is_zipfile(path):
-        raise CliError(f'checkpoint {path!r} is not a PyTorch checkpoint (corrupt or truncated '
-                       'file?); re-download or re-save it')
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(4)
+    except OSError as err:
+        raise CliError(f'checkpoint {path!r} is not a readable file ({err.strerror}); check the '
+                       'path and its permissions') from err
+    if head.startswith(b'PK'):  # a zip archive: is it complete (central directory at the end)?
+        try:
+            with zipfile.ZipFile(path) as archive:  # reads the central directory only
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+            raise CliError(f'checkpoint {path!r} is not a PyTorch checkpoint: a damaged zip '
+                           f'archive ({err}: truncated file?); re-download or re-save it') from err
+        if any(name.endswith('data.pkl') for name in names):
+            return
+        raise CliError(f'checkpoint {path!r} is a zip archive but not a PyTorch checkpoint (no '
+                       'data.pkl inside); pass the .pth file that torch.save or training wrote')
+    if _is_legacy_torch_file(path):
+        return
+    raise CliError(f'checkpoint {path!r} is not a PyTorch checkpoint: its header is neither a '
+                   'zip archive nor the legacy torch.save format (corrupt or truncated file?); '
+                   're-download or re-save it')
 
 
 def _datasets(cfg) -> Iterator:
@@ -57,24 +130,12 @@ def _datasets(cfg) -> Iterator:
             yield from _datasets(item)
 
 
-def pipeline_test_scale(cfg: Config, default=(800, 1333)) -> Tuple[int, int]:
-    """``(H, W)`` of the test pipeline's ``Resize`` (keep-ratio scales as short x long side).
-
-    Args:
-        cfg (Config): The full config.
-        default (tuple[int, int]): Returned when the pipeline has no ``Resize`` with a scale.
-            Defaults to MMDetection's COCO test scale ``(800, 1333)``.
-    """
-    pipeline = (cfg.get('test_dataloader') or {}).get('dataset', {}).get('pipeline', [])
-    for step in pipeline:
-        if step.get('type') == 'Resize' and step.get('scale'):
-            w, h = step['scale']
-            return (min(w, h), max(w, h)) if step.get('keep_ratio') else (h, w)
-    return tuple(default)
-
-
 def check_data_roots(cfg: Config, loaders: List[str]) -> None:
-    """Refuse a config whose dataset root or annotation file does not exist.
+    """Refuse a config whose local dataset root or annotation file does not exist.
+
+    Remote data is not checked: a ``data_root`` or ``ann_file`` with a ``scheme://`` prefix
+    (``s3://``, ``petrel://``, ``http://``, ...) or a dataset (or dataloader) with
+    ``backend_args`` set, which MMEngine's file backends read.
 
     Args:
         cfg (Config): The full config.
@@ -82,17 +143,21 @@ def check_data_roots(cfg: Config, loaders: List[str]) -> None:
     """
     for loader in loaders:
         loader_cfg: Optional[dict] = cfg.get(loader)
-        if not loader_cfg:
+        if not loader_cfg or loader_cfg.get('backend_args') is not None:
             continue
         for dataset in _datasets(loader_cfg.get('dataset')):
+            if dataset.get('backend_args') is not None:
+                continue
             root = dataset.get('data_root', '') or ''
+            if is_remote(root):
+                continue
             if root and not osp.isdir(root):
                 raise CliError(
                     f'{loader}.dataset.data_root {root!r} does not exist; point it at your '
                     f"dataset with --cfg-options {loader}.dataset.data_root=PATH (for the "
                     'synthetic set: python tools/misc/make_synthetic_coco.py data/synthetic_coco)')
             ann = dataset.get('ann_file')
-            if ann:
+            if ann and not is_remote(ann):
                 path = ann if osp.isabs(ann) else osp.join(root, ann)
                 if not osp.isfile(path):
                     raise CliError(f'{loader}.dataset.ann_file {path!r} does not exist; check '

@@ -11,7 +11,7 @@ import os
 import sys
 
 from mmdet_maxq.cli import CliError
-from mmdet_maxq.utils.ap_table import (ResultsError, collect_rows, format_percent, format_table,
+from mmdet_maxq.analysis.ap_table import (ResultsError, collect_rows, format_percent, format_table,
                                        write_text_atomic)
 
 

@@ -5,8 +5,9 @@ after verifying from temporary files that (a) every folded conv is exactly N:M, 
 MMDetection builds the config and loads the checkpoint strictly and (c) the plain model's
 predictions on sample images equal the sparse model's. On failure nothing is written.
 Masks are recomputed at preserve rate 0 before folding, so any checkpoint of the schedule
-exports an exact N:M model. The config is CONFIG with ``model = model.architecture`` (after
-``--cfg-options``), without the hooks that need a SparseDetector::
+exports an exact N:M model. The config is CONFIG (after ``--cfg-options``) with the detector's
+own model type, without this package's ``custom_imports``, hooks and DDP wrapper: the
+verification loads both files in a process where ``mmdet_maxq`` cannot be imported::
 
     python tools/deploy.py CONFIG CHECKPOINT deploy/model.pth
     python tools/test.py deploy/model.py deploy/model.pth
@@ -27,7 +28,7 @@ from mmdet.registry import MODELS
 from mmdet_maxq.cli import CliError, check_checkpoint_file, load_config
 from mmdet_maxq.deploy import (DeployError, VerificationError, VerificationReport,
                                check_sparse_config, deploy_paths, export_verified)
-from mmdet_maxq.models import SparseDetector
+from mmdet_maxq.models import sparsity_settings
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -40,7 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         argparse.Namespace: The parsed arguments.
     """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('config', help='the sparse detector config (SparseDetector)')
+    parser.add_argument('config', help="the sparse detector config (type='SparseDetector')")
     parser.add_argument('checkpoint', help='the trained checkpoint')
     parser.add_argument('out', help='checkpoint to write, e.g. deploy/model.pth (the config is '
                         'written beside it, e.g. deploy/model.py)')
@@ -49,7 +50,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='sample images for the prediction check (default 4)')
     parser.add_argument('--atol', type=float, default=1e-4,
                         help='tolerance on boxes and scores (default 1e-4)')
-    parser.add_argument('--device', default='cpu', help='device of the verification (cpu)')
+    parser.add_argument('--device', default='cpu',
+                        help='device of the sparse model (default cpu); the plain model is '
+                        'verified on the CPU')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value pairs')
     return parser.parse_args(argv)
@@ -130,8 +133,9 @@ def main(argv=None):
         raise CliError(f'{args.config}: {err}') from None
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     model = MODELS.build(cfg.model)
-    if not isinstance(model, SparseDetector):
-        raise CliError(f'{args.config} builds a {type(model).__name__}, not a SparseDetector')
+    if sparsity_settings(model) is None:
+        raise CliError(f'{args.config} builds a plain {type(model).__name__}, not a sparse '
+                       'detector')
     try:
         checkpoint = load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True,
                                      logger='current')
@@ -142,9 +146,10 @@ def main(argv=None):
     model.to(args.device)
     console = Console(width=max(Console().width, 150))
     try:
-        result = export_verified(model, cfg, args.out, args.checkpoint, checkpoint.get('meta'),
-                                 args.num_images, args.atol, args.overwrite, args.device,
-                                 _progress)
+        result = export_verified(model, cfg, args.out, source_checkpoint=args.checkpoint,
+                                 source_meta=checkpoint.get('meta'),
+                                 num_images=args.num_images, atol=args.atol,
+                                 overwrite=args.overwrite, progress=_progress)
     except DeployError as err:
         raise CliError(str(err)) from None
     except VerificationError as err:
@@ -152,7 +157,7 @@ def main(argv=None):
         console.print(f'[red]error:[/red] {err}')
         sys.exit(1)
     print_report(console, result.report)
-    s = model.sparsity
+    s = sparsity_settings(model)
     if result.remasked:
         console.print(f'note: {len(result.remasked)} of {len(result.folded)} masks recomputed at '
                       'preserve rate 0 differ from the checkpoint\'s (saved mid-schedule or '

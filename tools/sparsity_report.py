@@ -5,7 +5,6 @@ Example::
     python tools/sparsity_report.py CONFIG CHECKPOINT [--plot sparsity.png] [--layers]
 """
 import argparse
-import os
 import os.path as osp
 
 import torch
@@ -18,8 +17,10 @@ from mmdet.registry import MODELS
 from mmengine.config import DictAction
 from mmengine.runner import load_checkpoint
 from mmdet_maxq.analysis import conv_macs, report_rows, stage_totals
-from mmdet_maxq.cli import CliError, check_checkpoint_file, load_config, pipeline_test_scale
-from mmdet_maxq.models import SparseDetector
+from mmdet_maxq.cli import CliError, check_checkpoint_file, load_config
+from mmdet_maxq.utils.atomic import atomic_write
+from mmdet_maxq.utils.config_utils import pipeline_test_scale
+from mmdet_maxq.models import refresh_masks, sparse_convs, sparsity_settings
 
 
 def parse_args(argv=None):
@@ -48,15 +49,13 @@ def _plot(rows, model, path):
                         fontsize=6)
     ax1.set_ylabel('weight sparsity')
     ax1.set_title('per-layer sparsity (blue: exactly N:M)')
-    values = [conv.mask[conv.mask > 0].flatten().float().cpu() for conv in model.sparse_layers()]
+    values = [conv.mask[conv.mask > 0].flatten().float().cpu() for _, conv in sparse_convs(model)]
     if values:
         ax2.hist(torch.cat(values).numpy(), bins=50, range=(1, 3))
     ax2.set_xlabel('soft multiplier of kept weights (1 + F + P)')
     ax2.set_ylabel('weights')
     fig.tight_layout()
-    tmp = f'{path}.tmp.png'
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=120))
 
 
 def main(argv=None):
@@ -69,17 +68,19 @@ def main(argv=None):
         cfg.merge_from_dict(args.cfg_options)
     model = MODELS.build(cfg.model)
     load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True, logger='current')
-    model.eval()
-    if not isinstance(model, SparseDetector):
+    settings = sparsity_settings(model)
+    if settings is None:
         raise CliError(f'{args.config} is not a SparseDetector config; nothing to report')
-    detector = model.architecture
+    # The deployed model's masks: every block N:M, recomputed from the loaded weights.
+    model.eval()
+    refresh_masks(model, 0.0)
+    detector = model
     convs = {name: mod for name, mod in detector.named_modules()
              if isinstance(mod, torch.nn.Conv2d) and name.startswith('backbone.')}
     size = tuple(args.input_size) if args.input_size else pipeline_test_scale(cfg)
     macs = conv_macs(detector.backbone,
                      {name[len('backbone.'):]: mod for name, mod in convs.items()}, size)
     macs = {'backbone.' + name: value for name, value in macs.items()}
-    settings = model.sparsity
     rows = report_rows(convs, settings.n, settings.m, macs,
                        progress=lambda items: track(items, description='measuring layers'))
     console = Console(width=max(Console().width, 150))

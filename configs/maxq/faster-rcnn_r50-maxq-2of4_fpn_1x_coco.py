@@ -1,9 +1,11 @@
 _base_ = ['mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py', '../_base_/sparsity_runtime.py']
 
-# A 2:4 sparse ImageNet ResNet-50, converted by tools/convert_checkpoint.py.
+# A 2:4 sparse ImageNet ResNet-50 converted by tools/convert_checkpoint.py (raw weights: MaxQ recomputes S(W) as the ImageNet model did):
+#   python tools/convert_checkpoint.py SRC checkpoints/resnet50_maxq-2of4_imagenet.pth --n 2 --m 4
 sparse_imagenet_checkpoint = 'checkpoints/resnet50_maxq-2of4_imagenet.pth'
 
-model = dict(_delete_=True, type='SparseDetector', architecture=_base_.model,
-             sparsity=dict(method='maxq', n=2, m=4, layers=['backbone.*']))
-model['architecture']['backbone']['init_cfg'] = dict(
-    type='Pretrained', checkpoint=sparse_imagenet_checkpoint)
+model = dict(
+    type='SparseDetector',
+    detector='FasterRCNN',
+    sparsity=dict(method='maxq', n=2, m=4, layers=['backbone.*']),
+    backbone=dict(init_cfg=dict(type='Pretrained', checkpoint=sparse_imagenet_checkpoint)))

@@ -1,9 +1,11 @@
 _base_ = ['mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py', '../_base_/sparsity_runtime.py']
 
-# A 4:8 sparse ImageNet ResNet-50, converted by tools/convert_checkpoint.py.
+# A 4:8 sparse ImageNet ResNet-50 converted by tools/convert_checkpoint.py (raw weights: MaxQ recomputes S(W) as the ImageNet model did):
+#   python tools/convert_checkpoint.py SRC checkpoints/resnet50_maxq-4of8_imagenet.pth --n 4 --m 8
 sparse_imagenet_checkpoint = 'checkpoints/resnet50_maxq-4of8_imagenet.pth'
 
-model = dict(_delete_=True, type='SparseDetector', architecture=_base_.model,
-             sparsity=dict(method='maxq', n=4, m=8, layers=['backbone.*']))
-model['architecture']['backbone']['init_cfg'] = dict(
-    type='Pretrained', checkpoint=sparse_imagenet_checkpoint)
+model = dict(
+    type='SparseDetector',
+    detector='FasterRCNN',
+    sparsity=dict(method='maxq', n=4, m=8, layers=['backbone.*']),
+    backbone=dict(init_cfg=dict(type='Pretrained', checkpoint=sparse_imagenet_checkpoint)))

@@ -1,10 +1,11 @@
 _base_ = ['mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py', '../_base_/sparsity_runtime.py']
 
-# A 4:8 sparse ImageNet ResNet-50, converted by tools/convert_checkpoint.py.
+# A 4:8 sparse ImageNet ResNet-50 converted by tools/convert_checkpoint.py (folded W * L: a fixed point of the hard mask):
+#   python tools/convert_checkpoint.py SRC checkpoints/resnet50_srste-4of8_imagenet.pth --n 4 --m 8 --method srste
 sparse_imagenet_checkpoint = 'checkpoints/resnet50_srste-4of8_imagenet.pth'
 
-model = dict(_delete_=True, type='SparseDetector', architecture=_base_.model,
-             sparsity=dict(method='srste', n=4, m=8, layers=['backbone.*']))
-model['architecture']['backbone']['init_cfg'] = dict(
-    type='Pretrained', checkpoint=sparse_imagenet_checkpoint)
-custom_hooks = [*_base_.custom_hooks, dict(type='SRSTEDecayHook', decay=2e-4)]
+model = dict(
+    type='SparseDetector',
+    detector='FasterRCNN',
+    sparsity=dict(method='srste', n=4, m=8, layers=['backbone.*']),
+    backbone=dict(init_cfg=dict(type='Pretrained', checkpoint=sparse_imagenet_checkpoint)))

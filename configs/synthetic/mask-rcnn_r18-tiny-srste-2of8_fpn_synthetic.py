@@ -1,6 +1,5 @@
 # SR-STE 2:8 (hard masks + decay of the pruned weights) on the synthetic set, same schedule
-# as the MaxQ config.
+# and decay as the MaxQ config.
 _base_ = ['./mask-rcnn_r18-tiny-maxq-2of8_fpn_synthetic.py']
 
 model = dict(sparsity=dict(method='srste'))
-custom_hooks = [*_base_.custom_hooks, dict(type='SRSTEDecayHook', decay=2e-4)]

@@ -1,3 +1,4 @@
+"""Back-ends of the analysis tools: tools/sparsity_report.py and tools/ap_table.py."""
 from .sparsity_report import LayerRow, conv_macs, report_rows, stage_totals
 
 __all__ = ['LayerRow', 'conv_macs', 'report_rows', 'stage_totals']

@@ -18,9 +18,10 @@ import json
 import os
 import os.path as osp
 import re
-import tempfile
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
+
+from mmdet_maxq.utils.atomic import atomic_write
 
 TIMESTAMP = re.compile(r'^\d{8}_\d{6}$')
 METRIC = re.compile(r'^(?:(?:val|test)/)?(?:(?P<prefix>.+)/)?(?P<task>bbox|segm)_mAP'
@@ -210,8 +211,7 @@ def model_name(detector: dict) -> str:
     """A readable model name such as ``'Mask R-CNN R-50'``.
 
     Args:
-        detector (dict): The detector config (``model``, or ``model.architecture`` of
-            ``SparseDetector``).
+        detector (dict): The detector config (``model``, a plain or a ``SparseDetector`` one).
 
     Returns:
         str: Detector name and backbone.
@@ -237,7 +237,7 @@ def describe_model(model: dict) -> Tuple[str, str, Optional[int], Optional[int]]
     """Model name, method and N:M of a ``model`` config.
 
     Args:
-        model (dict): ``cfg.model``: a ``SparseDetector`` wrapper or a plain detector (dense).
+        model (dict): ``cfg.model``: a ``SparseDetector`` config or a plain detector (dense).
 
     Returns:
         tuple: ``(model name, method, n, m)``; ``n``/``m`` are None for dense models.
@@ -248,7 +248,9 @@ def describe_model(model: dict) -> Tuple[str, str, Optional[int], Optional[int]]
 
     sparsity = dict(model.get('sparsity') or {})
     method = sparsity.get('method', SparsitySettings.method)
-    name = model_name(model.get('architecture') or {})
+    detector = model.get('detector')
+    name = model_name(detector if isinstance(detector, dict)
+                      else dict(model, type=detector or '?'))
     if method == 'dense':
         return name, method, None, None
     return name, method, sparsity.get('n', SparsitySettings.n), sparsity.get(
@@ -367,17 +369,4 @@ def write_text_atomic(text: str, path: str, overwrite: bool = False) -> None:
     """
     if osp.exists(path) and not overwrite:
         raise FileExistsError(f'{path} exists; pass --overwrite to replace it')
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp', dir=folder)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
-        with os.fdopen(fd, 'w') as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: f.write(text), binary=False)

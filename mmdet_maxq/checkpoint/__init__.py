@@ -1,12 +1,14 @@
 """Checkpoint import: format detection, key mapping and conversion of sparse ImageNet ResNets."""
-from .convert import (ConversionResult, LayerReport, StageReport, convert_checkpoint,
-                      convert_state_dict, load_checkpoint_file, save_checkpoint_atomic)
+from .convert import (FOLD_BY_METHOD, METHODS, ConversionResult, LayerReport, StageReport,
+                      convert_checkpoint, convert_state_dict, load_checkpoint_file, resolve_fold,
+                      save_checkpoint_atomic)
 from .formats import (FORMATS, CheckpointError, detect_format, extract_state_dict, infer_depth,
-                      map_to_backbone, resnet_shapes, strip_wrapper_prefixes)
+                      infer_widths, map_to_backbone, resnet_shapes, strip_wrapper_prefixes)
 
 __all__ = [
-    'CheckpointError', 'ConversionResult', 'FORMATS', 'LayerReport', 'StageReport',
-    'convert_checkpoint', 'convert_state_dict', 'detect_format', 'extract_state_dict',
-    'infer_depth', 'load_checkpoint_file', 'map_to_backbone', 'resnet_shapes',
-    'save_checkpoint_atomic', 'strip_wrapper_prefixes'
+    'CheckpointError', 'ConversionResult', 'FOLD_BY_METHOD', 'FORMATS', 'LayerReport',
+    'METHODS', 'StageReport', 'convert_checkpoint', 'convert_state_dict', 'detect_format',
+    'extract_state_dict', 'infer_depth', 'infer_widths', 'load_checkpoint_file',
+    'map_to_backbone', 'resnet_shapes', 'resolve_fold', 'save_checkpoint_atomic',
+    'strip_wrapper_prefixes'
 ]

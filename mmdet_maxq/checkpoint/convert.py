@@ -3,19 +3,27 @@
 The result is ``{'state_dict': {...}, 'meta': {...}}`` with MMDetection ``ResNet`` keys (no
 ``backbone.`` prefix), which ``model.backbone.init_cfg=dict(type='Pretrained', checkpoint=...)``
 loads with no missing or unexpected keys: MMEngine's ``load_checkpoint`` (used by
-``PretrainedInit``) takes the weights from the ``'state_dict'`` entry.
+``PretrainedInit``) takes the weights from the ``'state_dict'`` entry. Narrow or wide ResNets
+are recognised from their weights (``meta['base_channels']``, ``meta['stem_channels']``).
+
+Fold rule: for MaxQ fine-tuning import the raw ``W`` (the detector recomputes ``S(W)`` and so
+reproduces the ImageNet forward ``W * S(W)``; folding first would apply the soft multipliers
+twice), and fold ``W * mask`` only for SR-STE fine-tuning (``W * L`` is a fixed point of the hard
+mask) or for a dense / deploy model. ``method`` (``maxq`` / ``srste`` / ``dense``) picks that
+default; an explicit ``fold`` overrides it; ``meta`` records ``method`` and ``folded``.
 
 Sparsity rule: a checkpoint *claims* N:M sparsity when it carries MaxQ masks (the ``maxq``
-format). With ``fold=True`` the output conv weights are ``W * mask``; every masked layer that is
-eligible for M must then have at most N non-zeros in each block of M input channels, otherwise
-the conversion stops, names the layers and suggests the pattern the masks do follow (or
-``--no-fold`` for masks saved before sparsity reached 100%). Checkpoints without masks, and
-``fold=False``, claim nothing: their weights are imported as they are and the report says how
-many layers happen to be N:M (a warning is added when the weights follow another N:M pattern).
+format). Folded, every masked layer that is eligible for M must then have at most N non-zeros
+in each block of M input channels, otherwise the conversion stops, names the layers and
+suggests the pattern the masks do follow (or ``--no-fold`` for masks saved before sparsity
+reached 100%). Imported raw, the stored masks must not follow another N:M pattern than the one
+asked for (the same error), and masks that are not N:M yet only warn: MaxQ prunes those layers
+from the raw weights. Checkpoints without masks claim nothing: their weights are imported as
+they are and the report says how many layers happen to be N:M (a warning is added when the
+weights follow another N:M pattern).
 """
 import os
 import pickle
-import tempfile
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -24,10 +32,16 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 import torch
 
 from mmdet_maxq.sparsity import check_nm, is_nm_eligible, is_nm_sparse, nm_compliance
+from mmdet_maxq.sparsity.report import block_nonzeros
+from mmdet_maxq.utils.atomic import atomic_write
 from .formats import (FORMATS, CheckpointError, detect_format, extract_state_dict, infer_depth,
-                      map_to_backbone, resnet_shapes, stage_of, strip_wrapper_prefixes, summarize)
+                      infer_widths, map_to_backbone, resnet_shapes, stage_of,
+                      strip_wrapper_prefixes, summarize)
 
 STAGES = ('stem', 'layer1', 'layer2', 'layer3', 'layer4')
+# What the converted backbone is fine-tuned with -> whether stored masks are folded by default.
+METHODS = ('maxq', 'srste', 'dense')
+FOLD_BY_METHOD = {'maxq': False, 'srste': True, 'dense': True}
 # Block sizes tried when suggesting the N:M pattern that weights actually follow.
 CANDIDATE_MS = (4, 8, 16, 32)
 
@@ -45,7 +59,10 @@ class LayerReport:
         eligible (bool): ``C % M == 0``.
         nm (bool): Eligible, and at most N non-zeros in every block of M.
         masked (bool): The source carried a mask for it.
-        compliance (float, optional): Share of blocks with at most N non-zeros (eligible only).
+        compliance (float, optional): Share of blocks with at most N non-zeros (eligible only)
+            in the output weight, or in the stored mask when a masked layer is imported raw.
+        mask_nm (bool): Masked and eligible, and the stored mask itself has at most N
+            non-zeros in every block of M (what the ImageNet model computed with).
     """
     name: str
     stage: str
@@ -54,6 +71,7 @@ class LayerReport:
     nm: bool
     masked: bool
     compliance: Optional[float] = None
+    mask_nm: bool = False
 
 
 @dataclass
@@ -64,6 +82,7 @@ class StageReport:
     eligible: int = 0
     nm: int = 0
     masked: int = 0
+    mask_nm: int = 0
 
 
 @dataclass
@@ -75,6 +94,7 @@ class ConversionResult:
         layers (list[LayerReport]): Every conv layer, in module order.
         source_format (str): One of :data:`~.formats.FORMATS`.
         depth (int): ResNet depth.
+        decision (str): One line: whether the masks were folded and why.
         dropped (list[str]): Source keys left out (classifier, ...).
         filled (list[str]): Keys the source lacked and that were filled (BN
             ``num_batches_tracked``, set to 0 as PyTorch itself does for old checkpoints).
@@ -84,6 +104,7 @@ class ConversionResult:
     layers: List[LayerReport]
     source_format: str
     depth: int
+    decision: str = ''
     dropped: List[str] = field(default_factory=list)
     filled: List[str] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
@@ -98,6 +119,7 @@ class ConversionResult:
                 row.eligible += layer.eligible
                 row.nm += layer.nm
                 row.masked += layer.masked
+                row.mask_nm += layer.mask_nm
         return list(rows.values())
 
 
@@ -111,8 +133,8 @@ def max_nonzeros_per_block(weight: torch.Tensor, m: int) -> int:
     Returns:
         int: Between 0 and ``m``.
     """
-    blocks = (weight != 0).permute(0, 2, 3, 1).reshape(-1, m)
-    return int(blocks.sum(dim=1).max()) if blocks.numel() else 0
+    counts = block_nonzeros(weight, m)
+    return int(counts.max()) if counts.numel() else 0
 
 
 def suggest_nm(weights: Sequence[torch.Tensor]) -> Optional[Tuple[int, int]]:
@@ -158,9 +180,15 @@ def _resolve_format(keys: List[str], fmt: str) -> str:
 
 
 def _check_keys(weights: Dict[str, torch.Tensor], masks: Dict[str, torch.Tensor], depth: int,
-                fmt: str) -> Tuple[Dict[str, torch.Tensor], List[str]]:
-    """Match the renamed weights against ``ResNet(depth)``; return them in module order."""
-    expected = resnet_shapes(depth)
+                fmt: str) -> Tuple[Dict[str, torch.Tensor], List[str], Tuple[int, int]]:
+    """Match the renamed weights against ``ResNet(depth)`` of the widths the weights have.
+
+    Returns:
+        tuple: The weights in module order, the filled keys, and
+        ``(stem_channels, base_channels)``.
+    """
+    stem, base = infer_widths(weights)
+    expected = resnet_shapes(depth, base, stem)
     filled = [k for k in expected
               if k.endswith('.num_batches_tracked') and k not in weights]
     missing = [k for k in expected if k not in weights and k not in filled]
@@ -178,13 +206,15 @@ def _check_keys(weights: Dict[str, torch.Tensor], masks: Dict[str, torch.Tensor]
     if wrong:
         problems.append(f'shape mismatches: {summarize(wrong)}')
     if problems:
+        widths = '' if (stem, base) == (64, 64) else \
+            f' (stem_channels={stem}, base_channels={base}, read from conv1 and layer1.0.conv1)'
         raise CheckpointError(
-            f'the {fmt} checkpoint does not match a ResNet-{depth} (keys shown with '
+            f'the {fmt} checkpoint does not match a ResNet-{depth}{widths} (keys shown with '
             f'MMDetection names): ' + '; '.join(problems))
     ordered = OrderedDict()
     for key in expected:
         ordered[key] = weights[key] if key in weights else torch.tensor(0, dtype=torch.long)
-    return ordered, filled
+    return ordered, filled, (stem, base)
 
 
 def _check_finite(tensors: Dict[str, torch.Tensor], what: str) -> None:
@@ -195,25 +225,73 @@ def _check_finite(tensors: Dict[str, torch.Tensor], what: str) -> None:
                               f'{summarize(bad)}; the checkpoint is damaged or diverged')
 
 
-def _claim_error(bad: List[LayerReport], weights: List[torch.Tensor], n: int, m: int) -> str:
+def _claim_error(bad: List[LayerReport], weights: List[torch.Tensor], n: int, m: int,
+                 fold: bool = True) -> str:
     shown = summarize([f'{r.name} ({r.compliance:.0%} of blocks comply)' for r in bad], 3)
     hint = suggest_nm(weights)
     fixes = []
     if hint is not None and hint != (n, m):
-        fixes.append(f'the masked weights follow {hint[0]}:{hint[1]}: pass --n {hint[0]} '
-                     f'--m {hint[1]}')
-    fixes.append('if the checkpoint was saved before sparsity reached 100%, pass --no-fold to '
-                 'import the raw weights and let MaxQ prune them again')
-    return (f'the checkpoint carries MaxQ masks but the folded weights of {len(bad)} masked '
+        fixes.append(f'the {"masked weights" if fold else "masks"} follow {hint[0]}:{hint[1]}: '
+                     f'pass --n {hint[0]} --m {hint[1]}')
+    if fold:
+        fixes.append('if the checkpoint was saved before sparsity reached 100%, pass --no-fold '
+                     'to import the raw weights and let MaxQ prune them again')
+        what = 'folded weights'
+    else:
+        what = 'stored masks'
+    return (f'the checkpoint carries MaxQ masks but the {what} of {len(bad)} masked '
             f'layer(s) are not {n}:{m}: {shown}; ' + '; or '.join(fixes))
+
+
+def resolve_fold(method: str, fold: Optional[bool]) -> Tuple[bool, bool]:
+    """Whether to fold stored masks, from the fine-tuning ``method`` and an explicit ``fold``.
+
+    Args:
+        method (str): One of :data:`METHODS`.
+        fold (bool, optional): ``--fold`` / ``--no-fold``; None takes the method's default
+            (:data:`FOLD_BY_METHOD`: raw for ``maxq``, folded for ``srste`` and ``dense``).
+
+    Returns:
+        tuple[bool, bool]: ``(fold, explicit)``.
+
+    Raises:
+        CheckpointError: Unknown method.
+    """
+    if method not in METHODS:
+        raise CheckpointError(f'unknown method {method!r}; choose one of {", ".join(METHODS)}')
+    if fold is None:
+        return FOLD_BY_METHOD[method], False
+    return bool(fold), True
+
+
+def _decision(method: str, fold: bool, explicit: bool, num_masks: int) -> str:
+    """The one report line saying whether the masks were folded, and why."""
+    if not num_masks:
+        return ('no stored masks in the source: imported its weights as they are (nothing to '
+                'fold)')
+    flag = ' (--fold given)' if fold and explicit else ' (--no-fold given)' if explicit else ''
+    if fold:
+        why = {'maxq': 'overriding the maxq default: MaxQ fine-tuning will apply its soft '
+                       'multipliers again on top of the folded ones',
+               'srste': 'for SR-STE fine-tuning W * L is a fixed point of the hard mask',
+               'dense': 'a dense or deployed model computes with W * mask directly'}[method]
+        return f'folded {num_masks} stored masks into the weights (W * mask){flag}: {why}'
+    why = {'maxq': 'MaxQ fine-tuning recomputes S(W), reproducing the ImageNet forward W * S(W); '
+                   'folding would apply the soft multipliers twice',
+           'srste': 'overriding the srste default: the detector computes W * L(W) from the '
+                    'raw weights',
+           'dense': 'overriding the dense default: a dense detector computes with the raw W, '
+                    'not the W * mask the ImageNet model computed'}[method]
+    return f'imported the raw weights W and dropped {num_masks} stored masks{flag}: {why}'
 
 
 def convert_state_dict(checkpoint: object,
                        n: int,
                        m: int,
                        fmt: str = 'auto',
-                       fold: bool = True,
-                       track: Optional[Track] = None) -> ConversionResult:
+                       fold: Optional[bool] = None,
+                       track: Optional[Track] = None,
+                       method: str = 'maxq') -> ConversionResult:
     """Turn a loaded ImageNet ResNet checkpoint into an MMDetection backbone checkpoint.
 
     Args:
@@ -222,68 +300,100 @@ def convert_state_dict(checkpoint: object,
         n (int): Non-zeros kept per block.
         m (int): Block size along the input channels.
         fmt (str): ``'auto'`` or one of :data:`~.formats.FORMATS`.
-        fold (bool): Multiply each conv weight by its stored mask (``maxq`` format).
+        fold (bool, optional): Multiply each conv weight by its stored mask (``maxq``
+            format). None (default) takes the default of ``method``.
         track (callable, optional): Wraps the list of conv layer names while they are
             checked, e.g. ``rich.progress.track``.
+        method (str): What the backbone is fine-tuned with, one of :data:`METHODS`:
+            ``'maxq'`` (default: raw weights, the detector recomputes ``S(W)``), ``'srste'``
+            or ``'dense'`` (fold ``W * mask``).
 
     Returns:
         ConversionResult: The new checkpoint and the per-layer report.
 
     Raises:
-        CheckpointError: Invalid N:M, unknown format, keys or shapes that do not match the
-            inferred ResNet, non-finite values, or masks whose folded weights are not N:M.
+        CheckpointError: Invalid N:M or method, unknown format, keys or shapes that do not
+            match the inferred ResNet, non-finite values, or masks that are not N:M (folded)
+            or follow another N:M pattern (raw).
     """
     try:
         check_nm(n, m)
     except ValueError as err:
         raise CheckpointError(str(err)) from err
+    fold, explicit = resolve_fold(method, fold)
     state = strip_wrapper_prefixes(extract_state_dict(checkpoint))
     fmt = _resolve_format(list(state), fmt)
     mapped = map_to_backbone(state, fmt)
     depth = infer_depth(mapped.weights)
-    weights, filled = _check_keys(mapped.weights, mapped.masks, depth, fmt)
+    weights, filled, (stem, base) = _check_keys(mapped.weights, mapped.masks, depth, fmt)
     _check_finite(weights, 'weights')
     _check_finite(mapped.masks, 'masks')
+    masks = mapped.masks
+    fold = fold and bool(masks)
 
     convs = [k[:-len('.weight')] for k, v in weights.items()
              if k.endswith('.weight') and v.dim() == 4]
-    layers, masked_weights = [], []
+    layers, claimed = [], []
     for name in (track(convs) if track is not None else convs):
         key = f'{name}.weight'
-        weight, mask = weights[key], mapped.masks.get(key)
+        weight, mask = weights[key], masks.get(key)
         if fold and mask is not None:
             weight = (weight * mask).to(weight.dtype)
             weights[key] = weight
-            masked_weights.append(weight)
         eligible = is_nm_eligible(weight, m)
+        if mask is not None:
+            claimed.append(weight if fold else mask)
         layers.append(LayerReport(
             name=name, stage=stage_of(name), shape=tuple(weight.shape), eligible=eligible,
             nm=eligible and is_nm_sparse(weight, n, m), masked=mask is not None,
-            compliance=float(nm_compliance(weight, n, m)) if eligible else None))
+            compliance=float(nm_compliance(weight if fold or mask is None else mask, n, m))
+            if eligible else None,
+            mask_nm=mask is not None and eligible and is_nm_sparse(mask, n, m)))
 
     warnings = []
-    if fold and mapped.masks:
-        bad = [r for r in layers if r.masked and r.eligible and not r.nm]
-        if bad:
-            raise CheckpointError(_claim_error(bad, masked_weights, n, m))
-    elif mapped.masks:
-        warnings.append(f'--no-fold: kept the raw weights and dropped {len(mapped.masks)} masks; '
-                        'the MaxQ hooks recompute masks from these weights')
+    bad = [r for r in layers if r.masked and r.eligible and not (r.nm if fold else r.mask_nm)]
+    if fold and bad:
+        raise CheckpointError(_claim_error(bad, claimed, n, m))
+    if not fold and bad:
+        hint = suggest_nm(claimed)
+        if hint is not None and hint != (n, m):
+            raise CheckpointError(_claim_error(bad, claimed, n, m, fold=False))
+        warnings.append(
+            f'the stored masks of {len(bad)} layer(s) are not {n}:{m} yet (e.g. '
+            f'{summarize([r.name for r in bad], 3)}; saved before sparsity reached 100%?): the '
+            'ImageNet model did not compute with N:M weights there; MaxQ prunes them from the '
+            'raw weights')
+    soft = any(bool(((v != 0) & (v != 1)).any()) for v in masks.values())
+    if masks and explicit and fold and method == 'maxq' and soft:
+        warnings.append('--fold with --method maxq: the MaxQ hooks recompute S on the folded '
+                        'weights and multiply by it again, so the first forward is not the '
+                        "ImageNet model's; drop --fold to import the raw weights")
+    elif masks and explicit and not fold and method in ('srste', 'dense') and soft:
+        warnings.append(f'--no-fold with --method {method}: the stored masks are soft MaxQ masks '
+                        '(values in [1, 3]) that the detector will not apply; drop --no-fold to '
+                        'fold them')
     eligible = [r for r in layers if r.eligible]
-    if not (fold and mapped.masks) and eligible and not all(r.nm for r in eligible):
+    if not masks and eligible and not all(r.nm for r in eligible):
         hint = suggest_nm([weights[f'{r.name}.weight'] for r in layers if r.stage != 'stem'])
         if hint is not None:
             warnings.append(f'the weights follow {hint[0]}:{hint[1]} sparsity, not the requested '
                             f'{n}:{m}; check --n/--m')
+    if (stem, base) != (64, 64):
+        warnings.append(f'a non-standard ResNet width: set base_channels={base}'
+                        + (f', stem_channels={stem}' if stem != base else '')
+                        + ' in the backbone config, or loading reports shape mismatches')
 
+    decision = _decision(method, fold, explicit, len(masks))
     meta = dict(
-        n=n, m=m, source_format=fmt, depth=depth, folded=bool(fold and mapped.masks),
+        n=n, m=m, method=method, source_format=fmt, depth=depth, base_channels=base,
+        stem_channels=stem, folded=fold, fold_decision=decision, masked_layers=len(masks),
         nm_sparse=bool(eligible) and all(r.nm for r in eligible),
         nm_layers=sum(r.nm for r in layers), eligible_layers=len(eligible),
         converter='mmdet_maxq.checkpoint.convert')
     return ConversionResult(
         checkpoint={'state_dict': weights, 'meta': meta}, layers=layers, source_format=fmt,
-        depth=depth, dropped=mapped.dropped, filled=filled, warnings=warnings)
+        depth=depth, decision=decision, dropped=mapped.dropped, filled=filled,
+        warnings=warnings)
 
 
 def load_checkpoint_file(path: str) -> object:
@@ -353,20 +463,7 @@ def save_checkpoint_atomic(checkpoint: dict, path: str, overwrite: bool = False)
         overwrite (bool): Replace an existing file.
     """
     check_output_path(path, overwrite)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=folder)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(checkpoint, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: torch.save(checkpoint, f))
 
 
 def convert_checkpoint(src: str,
@@ -374,9 +471,10 @@ def convert_checkpoint(src: str,
                        n: int,
                        m: int,
                        fmt: str = 'auto',
-                       fold: bool = True,
+                       fold: Optional[bool] = None,
                        overwrite: bool = False,
-                       track: Optional[Track] = None) -> ConversionResult:
+                       track: Optional[Track] = None,
+                       method: str = 'maxq') -> ConversionResult:
     """Read ``src``, convert it (:func:`convert_state_dict`) and write ``dst`` atomically.
 
     Every check runs before anything is written; on error ``dst`` is left as it was.
@@ -387,9 +485,11 @@ def convert_checkpoint(src: str,
         n (int): Non-zeros kept per block.
         m (int): Block size.
         fmt (str): ``'auto'`` or one of :data:`~.formats.FORMATS`.
-        fold (bool): Fold stored masks into the weights.
+        fold (bool, optional): Fold stored masks into the weights; None takes the default
+            of ``method``.
         overwrite (bool): Replace an existing ``dst``.
         track (callable, optional): Progress wrapper, see :func:`convert_state_dict`.
+        method (str): ``'maxq'`` (default, raw weights), ``'srste'`` or ``'dense'`` (fold).
 
     Returns:
         ConversionResult: The report (``meta['source']`` is the source file name).
@@ -398,8 +498,9 @@ def convert_checkpoint(src: str,
         check_nm(n, m)
     except ValueError as err:
         raise CheckpointError(str(err)) from err
+    resolve_fold(method, fold)
     check_output_path(dst, overwrite)
-    result = convert_state_dict(load_checkpoint_file(src), n, m, fmt, fold, track)
+    result = convert_state_dict(load_checkpoint_file(src), n, m, fmt, fold, track, method)
     result.checkpoint['meta']['source'] = os.path.basename(src)
     save_checkpoint_atomic(result.checkpoint, dst, overwrite)
     return result

@@ -242,15 +242,49 @@ def infer_depth(keys: Iterable[str]) -> int:
         + f'; supported depths: {supported}')
 
 
-def resnet_shapes(depth: int) -> Dict[str, Tuple[int, ...]]:
-    """Key -> shape of MMDetection's ``ResNet(depth=depth)`` state dict (default settings).
+def infer_widths(weights: Mapping[str, torch.Tensor]) -> Tuple[int, int]:
+    """``(stem_channels, base_channels)`` of a ResNet from its weights (MMDetection names).
+
+    ``stem_channels`` is the output width of the stem conv (``conv1.weight``) and
+    ``base_channels`` that of the first conv of ``layer1.0`` (the block's ``planes``), as in
+    MMDetection's ``ResNet(base_channels=..., stem_channels=...)``. Standard ResNets have 64
+    for both; narrow or wide variants are recognised the same way. A key that is missing or
+    not a 4-D conv weight leaves the standard width (64), so that the shape check reports it.
+
+    Args:
+        weights (Mapping[str, Tensor]): Backbone weights.
+
+    Returns:
+        tuple[int, int]: ``(stem_channels, base_channels)``.
+    """
+
+    def out_channels(key: str) -> Optional[int]:
+        value = weights.get(key)
+        if isinstance(value, torch.Tensor) and value.dim() == 4 and value.shape[0] > 0:
+            return int(value.shape[0])
+        return None
+
+    base = out_channels('layer1.0.conv1.weight')
+    stem = out_channels('conv1.weight')
+    base = base or stem or 64
+    return stem or base, base
+
+
+def resnet_shapes(depth: int, base_channels: int = 64,
+                  stem_channels: Optional[int] = None) -> Dict[str, Tuple[int, ...]]:
+    """Key -> shape of MMDetection's ``ResNet(depth, base_channels, stem_channels)`` state dict.
 
     Args:
         depth (int): A key of :data:`RESNET_ARCHS`.
+        base_channels (int): Width of ``layer1`` (``planes``; stage ``i`` has
+            ``base_channels * 2**i``). Defaults to 64, the standard ResNet.
+        stem_channels (int, optional): Width of the stem; ``base_channels`` when None, as in
+            MMDetection.
 
     Returns:
         dict: Every key with its shape, in module order.
     """
+    stem_channels = base_channels if stem_channels is None else stem_channels
     kind, counts = RESNET_ARCHS[depth]
     expansion = 4 if kind == 'bottleneck' else 1
     shapes: Dict[str, Tuple[int, ...]] = OrderedDict()
@@ -260,10 +294,10 @@ def resnet_shapes(depth: int) -> Dict[str, Tuple[int, ...]]:
         for suffix in BN_SUFFIXES:
             shapes[f'{bn}.{suffix}'] = () if suffix == 'num_batches_tracked' else (out_ch, )
 
-    conv_bn('conv1', 'bn1', 64, 3, 7)
-    inplanes = 64
+    conv_bn('conv1', 'bn1', stem_channels, 3, 7)
+    inplanes = stem_channels
     for stage, num_blocks in enumerate(counts, start=1):
-        planes = 64 * 2**(stage - 1)
+        planes = base_channels * 2**(stage - 1)
         for block in range(num_blocks):
             pre = f'layer{stage}.{block}'
             if kind == 'basic':

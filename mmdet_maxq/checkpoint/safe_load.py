@@ -12,6 +12,19 @@ pickled object still fails with torch's own error.
 Allowing ``builtins.getattr`` itself would hand a pickle every attribute of every allowed
 object, so the name ``builtins.getattr`` is bound to :func:`history_buffer_getattr`, which
 resolves only those methods.
+
+An *empty* numpy array (a ``HistoryBuffer`` that logged nothing holds two: ``np.array([])``)
+pickles its data as ``b''``, which pickle protocol 2 (``torch.save``'s) writes as a call of
+``builtins.bytes`` with no argument (non-empty bytes use ``_codecs.encode``, which torch
+allows). The name ``builtins.bytes`` is bound to :func:`pickled_empty_bytes`, which makes
+exactly that ``b''`` and refuses any argument.
+
+What an MMEngine 0.10.7 checkpoint holds (``Runner.save_checkpoint``): ``meta`` (strings,
+numbers, ``dataset_meta``), ``state_dict`` (``OrderedDict`` of tensors), ``message_hub``
+(``MessageHub.state_dict()``: ``log_scalars`` of ``HistoryBuffer`` with float64 arrays,
+``runtime_info`` with plain values and numpy scalars), ``optimizer`` and ``param_schedulers``
+(numbers, lists, tensors; ``MultiStepLR`` milestones are a ``Counter``), plus what hooks add
+(EMA tensors; this project's ``RandomStateHook``: ``np.random.get_state()``, a uint32 array).
 """
 import collections
 import pickle
@@ -56,12 +69,27 @@ def history_buffer_getattr(obj, name: str):
         'methods are allowed. Load only checkpoints you trust with weights_only=False')
 
 
+def pickled_empty_bytes(*args) -> bytes:
+    """``bytes()`` as pickle protocol 2 writes it for ``b''`` (the data of an empty array).
+
+    Raises:
+        pickle.UnpicklingError: For any argument (``bytes(n)`` would allocate ``n`` bytes;
+            pickles never write it).
+    """
+    if args:
+        raise pickle.UnpicklingError(
+            f'checkpoint calls bytes() with arguments {args!r:.80}; only bytes() (an empty '
+            'byte string) is allowed. Load only checkpoints you trust with weights_only=False')
+    return b''
+
+
 def mmengine_safe_globals() -> List:
     """The globals an MMEngine checkpoint needs, as ``add_safe_globals`` takes them."""
     from mmengine.logging.history_buffer import HistoryBuffer
 
     return [HistoryBuffer, collections.Counter, collections.OrderedDict,
-            (history_buffer_getattr, 'builtins.getattr')] + _numpy_globals()
+            (history_buffer_getattr, 'builtins.getattr'),
+            (pickled_empty_bytes, 'builtins.bytes')] + _numpy_globals()
 
 
 def allow_mmengine_checkpoints() -> None:

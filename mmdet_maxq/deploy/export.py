@@ -1,15 +1,17 @@
-"""Fold a trained :class:`SparseDetector` into the plain detector and write it, verified.
+"""Fold a trained sparse detector into the plain detector and write it, verified.
 
 What :func:`export_verified` writes for ``OUT`` (e.g. ``deploy/model.pth``):
 
-* ``OUT``: ``{'state_dict': ..., 'meta': ...}``, the plain detector's state dict (no
-  ``architecture.`` prefix, no ``mask`` buffers), every sparse conv replaced by a plain conv of
-  weight ``W * S`` with ``S`` recomputed at preserve rate 0 (so a checkpoint saved mid-schedule
-  still gives an exact N:M model). ``meta`` holds the sparsity settings, the folded layers,
-  the source checkpoint, the versions and, when the source had it, ``dataset_meta``.
+* ``OUT``: ``{'state_dict': ..., 'meta': ...}``, the plain detector's state dict (its own keys,
+  no ``mask`` buffers), every sparse conv replaced by a plain conv of weight ``W * S`` with
+  ``S`` recomputed at preserve rate 0 (so a checkpoint saved mid-schedule still gives an exact
+  N:M model). ``meta`` holds only strings, numbers, lists and dicts (the sparsity settings,
+  the folded layers, the source checkpoint, the versions and, when the source had it,
+  ``dataset_meta``), so ``torch.load(weights_only=True)`` reads the file with no allow-list.
 * ``OUT`` with ``.py`` instead of its extension (``deploy/model.py``): the plain detector
-  config, i.e. the config with ``model = model.architecture``; everything else is kept
-  (``custom_imports`` too) except the hooks that need a ``SparseDetector``.
+  config: every ``SparseDetector`` model config back to its detector type, without the
+  ``custom_imports`` of this package, the hooks of this package or its DDP wrapper. A server
+  with MMDetection alone runs it.
 
 Both are written to temporary files in the destination folder, verified from there
 (:mod:`mmdet_maxq.deploy.verify`) and renamed into place only when every check passes.
@@ -17,7 +19,6 @@ Both are written to temporary files in the destination folder, verified from the
 import copy
 import os
 import os.path as osp
-import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
@@ -26,14 +27,16 @@ import torch
 import torch.nn as nn
 from mmengine.config import Config
 
-from mmdet_maxq.models.sparse_detector import SparseDetector
-from mmdet_maxq.models.sparsify import sparse_convs
+from mmdet_maxq.models.sparsify import SETTINGS_ATTR, sparse_convs, sparsity_settings
+from mmdet_maxq.utils.atomic import temp_file_beside
 from mmdet_maxq.version import __version__
-from .verify import (Check, Progress, VerificationReport, build_plain_model, check_nm_layers,
-                     compare_predictions, no_progress, sample_batches)
+from .verify import (Check, Progress, VerificationReport, check_nm_layers, compare_predictions,
+                     no_progress, run_plain_process, sample_batches)
 
-# Hooks that only work on a SparseDetector; the plain config leaves them out.
-SPARSITY_HOOKS = ('SparsityScheduleHook', 'SparsityLoggerHook', 'SRSTEDecayHook')
+# This package's hooks; the plain config leaves them out.
+PACKAGE_HOOKS = ('SparsityScheduleHook', 'SparsityLoggerHook', 'SRSTEDecayHook',
+                 'RandomStateHook')
+PACKAGE = 'mmdet_maxq'
 
 
 class DeployError(ValueError):
@@ -95,22 +98,52 @@ def _short_type(value) -> str:
     return str(value).split('.')[-1]
 
 
+def _is_sparse_model_cfg(cfg) -> bool:
+    return isinstance(cfg, dict) and _short_type(cfg.get('type')) == 'SparseDetector'
+
+
+def _plain_model_cfg(cfg):
+    """``cfg`` with every ``SparseDetector`` config (nested ones too) back to its detector."""
+    if _is_sparse_model_cfg(cfg):
+        cfg = dict(cfg)
+        cfg.pop('type')
+        cfg.pop('sparsity', None)
+        detector = cfg.pop('detector', None)
+        cfg = dict(detector, **cfg) if isinstance(detector, dict) else dict(type=detector, **cfg)
+    if isinstance(cfg, dict):
+        return {key: _plain_model_cfg(value) for key, value in cfg.items()}
+    if isinstance(cfg, (list, tuple)):
+        return type(cfg)(_plain_model_cfg(value) for value in cfg)
+    return cfg
+
+
+def _has_sparse_model(cfg) -> bool:
+    if _is_sparse_model_cfg(cfg):
+        return True
+    if isinstance(cfg, dict):
+        return any(_has_sparse_model(value) for value in cfg.values())
+    if isinstance(cfg, (list, tuple)):
+        return any(_has_sparse_model(value) for value in cfg)
+    return False
+
+
 def check_sparse_config(cfg: Config) -> None:
-    """Raise :class:`DeployError` unless ``cfg.model`` is a ``SparseDetector`` config."""
+    """Raise :class:`DeployError` unless ``cfg.model`` holds a ``SparseDetector`` config."""
     model = cfg.get('model')
-    kind = _short_type(model.get('type')) if isinstance(model, dict) else None
-    if kind != 'SparseDetector' or not isinstance(model.get('architecture'), dict):
+    if not _has_sparse_model(model):
+        kind = _short_type(model.get('type')) if isinstance(model, dict) else 'missing'
         raise DeployError(
-            f'the config\'s model is {kind or "missing"}, not a SparseDetector with an '
-            'architecture dict; deploy.py folds a sparse model (model=dict(type='
-            '"SparseDetector", architecture=..., sparsity=...)); a plain detector needs no export')
+            f'the config\'s model is a plain {kind}, not a SparseDetector; deploy.py folds a '
+            "sparse model (model=dict(type='SparseDetector', detector=..., sparsity=...)); a "
+            'plain detector needs no export')
 
 
 def plain_config(cfg: Config) -> Config:
-    """The config of the plain detector: ``model.architecture`` as ``model``.
+    """The config of the plain detector, runnable with MMDetection alone.
 
-    Everything else is kept (``custom_imports`` too, so the checkpoint-loading fix is active),
-    except the custom hooks that need a ``SparseDetector`` (:data:`SPARSITY_HOOKS`).
+    Every ``SparseDetector`` model config becomes its detector's config; ``custom_imports``
+    loses this package (and goes when nothing is left), ``custom_hooks`` lose this package's
+    hooks (:data:`PACKAGE_HOOKS`), and a ``DeviceAwareDDP`` wrapper config is dropped.
 
     Args:
         cfg (Config): The sparse config.
@@ -120,43 +153,60 @@ def plain_config(cfg: Config) -> Config:
     """
     check_sparse_config(cfg)
     data = copy.deepcopy(cfg.to_dict())
-    data['model'] = data['model']['architecture']
+    data['model'] = _plain_model_cfg(data['model'])
+    imports = data.get('custom_imports')
+    if imports:
+        names = imports.get('imports', [])
+        names = [names] if isinstance(names, str) else list(names)
+        kept = [name for name in names if name.split('.')[0] != PACKAGE]
+        if kept:
+            data['custom_imports'] = dict(imports, imports=kept)
+        else:
+            data.pop('custom_imports')
     hooks = data.get('custom_hooks')
     if hooks:
         data['custom_hooks'] = [h for h in hooks
-                                if _short_type(h.get('type')) not in SPARSITY_HOOKS]
+                                if _short_type(h.get('type')) not in PACKAGE_HOOKS]
+    wrapper = data.get('model_wrapper_cfg')
+    if isinstance(wrapper, dict) and _short_type(wrapper.get('type')) == 'DeviceAwareDDP':
+        data.pop('model_wrapper_cfg')
     return Config(data)
 
 
 @torch.no_grad()
-def fold_sparse_detector(model: SparseDetector, progress: Progress = no_progress
+def fold_sparse_detector(model: nn.Module, progress: Progress = no_progress
                          ) -> Tuple[nn.Module, List[str], List[str]]:
     """Recompute every mask at preserve 0 and fold it into a plain copy of the detector.
 
-    The masks of ``model`` itself are recomputed (``update_mask(0.0, force=True)``), so
-    ``model`` afterwards is the sparse model the export must equal.
+    The masks of ``model`` itself are recomputed at preserve rate 0, so ``model`` afterwards
+    is the sparse model the export must equal.
 
     Args:
-        model (SparseDetector): The trained sparse model.
+        model (nn.Module): The trained sparse detector (built by ``SparseDetector``).
         progress (callable): ``progress(items, description)``.
 
     Returns:
         tuple: ``(plain detector, names of the folded convs, names of those whose mask
-        changed)``; the detector is a deep copy of ``model.architecture`` with every
-        :class:`SparseConv2d` replaced by ``to_dense()``.
+        differs from the one the model carried)``; the detector is a deep copy of ``model``
+        with every :class:`SparseConv2d` replaced by ``to_dense()``.
     """
-    if not isinstance(model, SparseDetector):
-        raise DeployError(f'expected a SparseDetector, got {type(model).__name__}')
-    plain = copy.deepcopy(model.architecture)
-    layers = model.named_sparse_layers()
+    if sparsity_settings(model) is None:
+        raise DeployError(f'expected a sparse detector (built by SparseDetector), got a plain '
+                          f'{type(model).__name__}')
+    plain = copy.deepcopy(model)
+    for module in plain.modules():
+        for attr in (SETTINGS_ATTR, 'sparsify_report'):
+            if attr in module.__dict__:
+                delattr(module, attr)
+    layers = sparse_convs(model)
     remasked = []
     for name, conv in progress(layers, 'folding masks'):
-        before = None if conv.mask_stale else conv.mask.clone()
+        before = conv.mask.clone()
         try:
-            conv.update_mask(0.0, force=True)
+            conv.update_mask(0.0)
         except ValueError as err:
             raise DeployError(f'cannot fold {name}: {err}') from None
-        if before is None or not torch.equal(before, conv.mask):
+        if not torch.equal(before, conv.mask):
             remasked.append(name)
         parent_name, _, child = name.rpartition('.')
         parent = plain.get_submodule(parent_name) if parent_name else plain
@@ -167,11 +217,11 @@ def fold_sparse_detector(model: SparseDetector, progress: Progress = no_progress
     return plain, [name for name, _ in layers], remasked
 
 
-def _checkpoint(plain: nn.Module, model: SparseDetector, folded: List[str], source: str,
+def _checkpoint(plain: nn.Module, model: nn.Module, folded: List[str], source: str,
                 source_meta: Optional[Dict]) -> Dict:
     import mmdet
 
-    settings = model.sparsity
+    settings = sparsity_settings(model)
     meta = dict(
         mmdet_maxq_version=__version__,
         mmdet_version=mmdet.__version__,
@@ -187,42 +237,28 @@ def _checkpoint(plain: nn.Module, model: SparseDetector, folded: List[str], sour
     return dict(state_dict=state, meta=meta)
 
 
-def _temp_path(folder: str, name: str, suffix: str) -> str:
-    fd, path = tempfile.mkstemp(prefix=f'.{name}.', suffix=suffix, dir=folder)
-    os.close(fd)
-    return path
-
-
-def verify_export(model: SparseDetector, config_path: str, checkpoint_path: str,
+def verify_export(model: nn.Module, config_path: str, checkpoint_path: str,
                   folded: List[str], sample_cfg: Config, num_images: int = 4,
-                  atol: float = 1e-4, device: str = 'cpu',
-                  progress: Progress = no_progress) -> VerificationReport:
+                  atol: float = 1e-4, progress: Progress = no_progress) -> VerificationReport:
     """Run checks (a), (b) and (c) on written files (see :mod:`mmdet_maxq.deploy.verify`).
 
     Args:
-        model (SparseDetector): The sparse model, masks at preserve 0.
+        model (nn.Module): The sparse detector, masks at preserve 0.
         config_path (str): The plain config file.
         checkpoint_path (str): The plain checkpoint file.
         folded (list[str]): Names of the folded convs.
         sample_cfg (Config): Config whose test dataloader gives the sample images.
         num_images (int): Sample images. Defaults to 4.
         atol (float): Tolerance on boxes and scores. Defaults to 1e-4.
-        device (str): Device of both models. Defaults to ``'cpu'``.
         progress (callable): ``progress(items, description)``.
 
     Returns:
         VerificationReport: The checks; (a) and (c) fail without running when (b) fails.
     """
     report = VerificationReport()
-    settings = model.sparsity
-    plain, load_check = build_plain_model(config_path, checkpoint_path, device)
-    nm_title = f'every folded conv is exactly {settings.n}:{settings.m}'
-    if plain is None:
-        report.checks += [Check('nm', nm_title, False, 'not run: the model did not load'),
-                          load_check,
-                          Check('predictions', 'predictions', False, 'not run')]
-        return report
-    report.layers = check_nm_layers(plain, folded, settings.n, settings.m)
+    settings = sparsity_settings(model)
+    state = torch.load(checkpoint_path, map_location='cpu', weights_only=True)['state_dict']
+    report.layers = check_nm_layers(state, folded, settings.n, settings.m)
     bad = [row.name for row in report.layers if not row.compliant]
     if not folded:
         detail = f'no sparse conv to fold (method={settings.method})'
@@ -231,22 +267,26 @@ def verify_export(model: SparseDetector, config_path: str, checkpoint_path: str,
                  f'{settings.n}:{settings.m}'
         if bad:
             detail += f'; not: {", ".join(bad[:5])}' + (' ...' if len(bad) > 5 else '')
-    report.checks.append(Check('nm', nm_title, not bad, detail))
-    report.checks.append(load_check)
+    report.checks.append(Check('nm', f'every folded conv is exactly {settings.n}:{settings.m}',
+                               not bad, detail))
     report.image_source, batches = sample_batches(sample_cfg, num_images)
-    report.images, check = compare_predictions(model, plain, batches, atol, progress)
+    plain_outputs, load_check = run_plain_process(config_path, checkpoint_path, batches)
+    report.checks.append(load_check)
+    if plain_outputs is None:
+        report.checks.append(Check('predictions', 'predictions', False, 'not run'))
+        return report
+    report.images, check = compare_predictions(model, batches, plain_outputs, atol, progress)
     report.checks.append(check)
     return report
 
 
-def export_verified(model: SparseDetector, cfg: Config, out: str, source_checkpoint: str = '',
+def export_verified(model: nn.Module, cfg: Config, out: str, source_checkpoint: str = '',
                     source_meta: Optional[Dict] = None, num_images: int = 4,
-                    atol: float = 1e-4, overwrite: bool = False, device: str = 'cpu',
-                    progress: Progress = no_progress) -> ExportResult:
+                    atol: float = 1e-4, overwrite: bool = False, progress: Progress = no_progress) -> ExportResult:
     """Fold ``model``, write the plain checkpoint and config, verify them, move them to ``out``.
 
     Args:
-        model (SparseDetector): The trained sparse model (weights loaded), on ``device``.
+        model (nn.Module): The trained sparse detector (weights loaded), on any device.
         cfg (Config): Its config (after any overrides).
         out (str): The checkpoint path; the config goes beside it (:func:`deploy_paths`).
         source_checkpoint (str): Path of the checkpoint ``model`` was loaded from (for meta).
@@ -254,7 +294,6 @@ def export_verified(model: SparseDetector, cfg: Config, out: str, source_checkpo
         num_images (int): Sample images of check (c). Defaults to 4.
         atol (float): Tolerance on boxes and scores. Defaults to 1e-4.
         overwrite (bool): Replace existing files. Defaults to False.
-        device (str): Device of the verification. Defaults to ``'cpu'``.
         progress (callable): ``progress(items, description)``.
 
     Returns:
@@ -281,20 +320,17 @@ def export_verified(model: SparseDetector, cfg: Config, out: str, source_checkpo
                           'export a checkpoint from before training diverged')
     folder = osp.dirname(osp.abspath(ckpt_path))
     made_folder = not osp.isdir(folder)
-    os.makedirs(folder, exist_ok=True)
-    tmp_ckpt = _temp_path(folder, osp.basename(ckpt_path), '.tmp')
-    tmp_cfg = _temp_path(folder, osp.basename(cfg_path), '.py')
+    tmp_ckpt = temp_file_beside(ckpt_path)
+    tmp_cfg = temp_file_beside(cfg_path, '.py')  # Config.fromfile needs the suffix
     done = False
     try:
         torch.save(_checkpoint(plain, model, folded, source_checkpoint, source_meta), tmp_ckpt)
         plain_cfg.dump(tmp_cfg)
         del plain
-        report = verify_export(model, tmp_cfg, tmp_ckpt, folded, cfg, num_images, atol, device,
+        report = verify_export(model, tmp_cfg, tmp_ckpt, folded, cfg, num_images, atol,
                                progress)
         if not report.passed:
             raise VerificationError(report)
-        for tmp in (tmp_ckpt, tmp_cfg):
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
         os.replace(tmp_cfg, cfg_path)
         os.replace(tmp_ckpt, ckpt_path)
         done = True
@@ -306,9 +342,3 @@ def export_verified(model: SparseDetector, cfg: Config, out: str, source_checkpo
             if made_folder and not os.listdir(folder):
                 os.rmdir(folder)
     return ExportResult(ckpt_path, cfg_path, folded, remasked, report)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

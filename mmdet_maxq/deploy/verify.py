@@ -4,15 +4,19 @@ Three checks, each a :class:`Check` in a :class:`VerificationReport`:
 
 (a) ``nm``: every conv that was sparse is exactly N:M in the exported model
     (:func:`check_nm_layers`);
-(b) ``load``: unmodified MMDetection builds the plain config's model (``MODELS.build`` of the
-    mmdet registry, no class of mmdet_maxq inside) and loads the written checkpoint with strict
-    key matching (:func:`build_plain_model`);
-(c) ``predictions``: the plain model's predictions on sample images equal the sparse model's
+(b) ``load``: in a fresh interpreter where ``import mmdet_maxq`` fails, MMDetection alone
+    reads the plain config (its ``custom_imports`` included), builds the model from its own
+    registry and loads the written checkpoint with ``torch.load(weights_only=True)`` (no
+    allow-list) and strict key matching (:func:`run_plain_process`);
+(c) ``predictions``: that process's predictions on sample images equal the sparse model's
     eval predictions: same labels, boxes and scores within ``atol`` (:func:`compare_predictions`,
     samples from :func:`sample_batches`).
 """
 import copy
 import os.path as osp
+import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -21,10 +25,11 @@ import torch.nn as nn
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
-from mmengine.runner import load_checkpoint
 
-from mmdet_maxq.cli import pipeline_test_scale
 from mmdet_maxq.sparsity import is_nm_sparse
+from mmdet_maxq.utils.config_utils import pipeline_test_scale
+from . import plain_process
+from .plain_process import run_batch
 
 # A progress wrapper: ``progress(items, description)`` yields the items.
 Progress = Callable[[Sequence, str], Iterable]
@@ -107,71 +112,69 @@ class VerificationReport:
         return [check for check in self.checks if not check.passed]
 
 
-@torch.no_grad()
-def check_nm_layers(model: nn.Module, names: Sequence[str], n: int, m: int) -> List[LayerCheck]:
-    """N:M compliance of the named convs of ``model`` (their plain ``weight``).
+def check_nm_layers(state_dict: Dict[str, torch.Tensor], names: Sequence[str], n: int,
+                    m: int) -> List[LayerCheck]:
+    """N:M compliance of the named convs in an exported state dict (their ``weight``).
 
     Args:
-        model (nn.Module): The exported (plain) detector.
+        state_dict (dict): The exported checkpoint's state dict.
         names (Sequence[str]): Module names of the convs that were sparse.
         n (int): N of N:M.
         m (int): M of N:M.
 
     Returns:
-        list[LayerCheck]: One entry per name. A name that is missing or not a plain
-        ``nn.Conv2d`` counts as not compliant.
+        list[LayerCheck]: One entry per name. A name without a 4-D weight, or one that still
+        has a ``mask``, counts as not compliant.
     """
-    modules = dict(model.named_modules())
     rows = []
     for name in names:
-        conv = modules.get(name)
-        if not isinstance(conv, nn.Conv2d) or hasattr(conv, 'mask'):
+        weight = state_dict.get(name + '.weight')
+        if not isinstance(weight, torch.Tensor) or weight.dim() != 4 \
+                or name + '.mask' in state_dict:
             rows.append(LayerCheck(name, (), 0.0, False))
             continue
-        weight = conv.weight
         rows.append(LayerCheck(name, tuple(weight.shape), float((weight == 0).float().mean()),
                                is_nm_sparse(weight, n, m)))
     return rows
 
 
-def build_plain_model(config_path: str, checkpoint_path: str,
-                      device: str = 'cpu') -> Tuple[Optional[nn.Module], Check]:
-    """Build the plain config's model with MMDetection's registry and load the checkpoint.
+PLAIN_LOAD_TITLE = 'plain MMDetection builds the config and loads the checkpoint (strict)'
+
+
+def run_plain_process(config_path: str, checkpoint_path: str, batches: Sequence[dict],
+                      timeout: float = 1800) -> Tuple[Optional[List], Check]:
+    """Run the exported files through :mod:`.plain_process` in a fresh interpreter.
 
     Args:
-        config_path (str): The written plain detector config.
+        config_path (str): The written plain config.
         checkpoint_path (str): The written checkpoint.
-        device (str): Where to put the model. Defaults to ``'cpu'``.
+        batches (Sequence[dict]): Sample batches (from :func:`sample_batches`).
+        timeout (float): Seconds before the process is stopped. Defaults to 1800.
 
     Returns:
-        tuple: ``(model in eval mode or None, the 'load' Check)``.
+        tuple: ``(per-batch (predictions, features) or None, the 'load' Check)``.
     """
-    from mmdet.registry import MODELS
-
-    title = 'plain MMDetection builds the config and loads the checkpoint (strict)'
-    cfg = Config.fromfile(config_path)
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    model = MODELS.build(cfg.model)
-    foreign = sorted({type(mod).__name__ for mod in model.modules()
-                      if type(mod).__module__.startswith('mmdet_maxq')})
-    if foreign:
-        return None, Check('load', title, False,
-                           f'the plain model contains mmdet_maxq modules: {", ".join(foreign)}')
-    state = torch.load(checkpoint_path, map_location='cpu', weights_only=True)['state_dict']
-    own = set(model.state_dict())
-    missing, unexpected = sorted(own - set(state)), sorted(set(state) - own)
-    if missing or unexpected:
-        return None, Check('load', title, False,
-                           f'key mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}')
-    try:
-        load_checkpoint(model, checkpoint_path, map_location='cpu', strict=True,
-                        logger='silent')
-    except RuntimeError as err:  # shape mismatches, reported by mmengine's strict load
-        return None, Check('load', title, False, str(err).strip().splitlines()[-1])
-    model.to(device).eval()
-    return model, Check('load', title, True,
-                        f'{type(model).__name__} built by mmdet.registry.MODELS, '
-                        f'{len(own)} keys matched exactly')
+    with tempfile.TemporaryDirectory(prefix='mmdet_maxq_verify_') as tmp:
+        batches_path = osp.join(tmp, 'batches.pth')
+        result_path = osp.join(tmp, 'result.pth')
+        torch.save(list(batches), batches_path)
+        # -I: no PYTHONPATH, no user site, no script folder on sys.path: a clean interpreter.
+        proc = subprocess.run(
+            [sys.executable, '-I', plain_process.__file__, config_path, checkpoint_path,
+             batches_path, result_path], capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0 or not osp.isfile(result_path):
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            return None, Check('load', PLAIN_LOAD_TITLE, False,
+                               f'the process exited {proc.returncode}: {" | ".join(tail)}')
+        result = torch.load(result_path, weights_only=False)  # our own child wrote it
+    if not result['ok']:
+        return None, Check('load', PLAIN_LOAD_TITLE, False,
+                           f'failed at {result["stage"]}: {result["error"]}')
+    return result['outputs'], Check(
+        'load', PLAIN_LOAD_TITLE, True,
+        f'{result["model_type"]} from mmdet.registry.MODELS, {result["keys"]} keys matched '
+        'exactly; in a separate process where mmdet_maxq cannot be imported, '
+        'torch.load(weights_only=True) with no allow-list')
 
 
 def _dataset_available(dataset: dict) -> bool:
@@ -220,21 +223,6 @@ def sample_batches(cfg: Config, num_images: int, seed: int = 0) -> Tuple[str, Li
             batches)
 
 
-@torch.no_grad()
-def _run(model: nn.Module, batch: dict) -> Tuple[Dict[str, torch.Tensor], List[torch.Tensor]]:
-    """Predictions (cloned to CPU) and ``extract_feat`` outputs of one batch."""
-    batch = copy.deepcopy(batch)  # the preprocessor and predict write into the data samples
-    data = model.data_preprocessor(batch, False)
-    detector = getattr(model, 'architecture', model)
-    feats = detector.extract_feat(data['inputs'])
-    feats = [f.detach().float().cpu() for f in (feats if isinstance(feats, (list, tuple))
-                                                 else [feats])]
-    pred = model(**data, mode='predict')[0].pred_instances
-    out = {key: pred[key].detach().cpu() for key in ('bboxes', 'scores', 'labels', 'masks')
-           if key in pred}
-    return out, feats
-
-
 def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).abs().max()) if a.numel() else 0.0
 
@@ -281,15 +269,16 @@ def compare_one(name: str, ref: Dict[str, torch.Tensor], out: Dict[str, torch.Te
                       score_diff, feature_diff, mask_diff, passed)
 
 
-def compare_predictions(reference: nn.Module, plain: nn.Module, batches: Sequence[dict],
+def compare_predictions(reference: nn.Module, batches: Sequence[dict], plain_outputs: List,
                         atol: float = 1e-4, progress: Progress = no_progress
                         ) -> Tuple[List[ImageCheck], Check]:
-    """Run both models on every batch (eval mode, ``mode='predict'``) and compare.
+    """Run the sparse model on every batch (eval mode) and compare with the plain outputs.
 
     Args:
         reference (nn.Module): The sparse model (masks at preserve 0).
-        plain (nn.Module): The exported plain detector.
         batches (Sequence[dict]): Single-image batches from :func:`sample_batches`.
+        plain_outputs (list): ``(predictions, features)`` of the plain model per batch
+            (:func:`run_plain_process`).
         atol (float): Tolerance on boxes and scores. Defaults to 1e-4.
         progress (callable): ``progress(items, description)``.
 
@@ -297,12 +286,11 @@ def compare_predictions(reference: nn.Module, plain: nn.Module, batches: Sequenc
         tuple: ``(per-image checks, the 'predictions' Check)``.
     """
     reference.eval()
-    plain.eval()
     rows = []
-    for batch in progress(list(batches), 'verifying predictions'):
+    pairs = list(zip(batches, plain_outputs))
+    for batch, (out, out_feats) in progress(pairs, 'verifying predictions'):
         name = str(batch['data_samples'][0].metainfo.get('img_path', len(rows)))
-        ref, ref_feats = _run(reference, batch)
-        out, out_feats = _run(plain, batch)
+        ref, ref_feats = run_batch(reference, batch)
         rows.append(compare_one(osp.basename(name), ref, out, ref_feats, out_feats, atol))
     title = f'plain predictions equal the sparse model\'s (atol {atol:g})'
     if not rows:

@@ -4,8 +4,9 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from mmdet_maxq.sparsity import (HardSTE, SoftSTE, check_nm, is_nm_eligible, maxq_mask,
-                                 nm_mask)
+from mmdet_maxq.sparsity import (HardSTE, SoftSTE, check_nm, is_nm_eligible, is_nm_sparse,
+                                 maxq_mask, nm_mask)
+from mmdet_maxq.sparsity.validation import check_preserve
 
 SPARSE_METHODS = ('maxq', 'srste')
 STE_KINDS = ('soft', 'hard')
@@ -16,12 +17,28 @@ class SparseConv2d(nn.Conv2d):
 
     ``method='maxq'`` uses the soft multi-axis MaxQ mask (values 0 or in [1, 3]);
     ``method='srste'`` the hard 0/1 N:M mask. Both honour the incremental-sparsity preserve
-    rate set by :meth:`update_mask`. The mask lives in the persistent buffer ``mask``, so
-    checkpoints carry it; a checkpoint without it (a plain detector's) loads fine and the mask
-    is then computed from the loaded weights before the next forward.
+    rate ``preserve`` (set by :class:`SparsityScheduleHook`).
 
-    Build it from an existing conv with :meth:`convert_from` and go back to a plain conv with
-    the mask folded in with :meth:`to_dense`.
+    When the mask is computed (DESIGN.md section 3, "When masks change"):
+
+    - every training-mode forward of a trainable weight recomputes it from the current
+      weight, as the paper's training loop does. Nothing is cached on the weight's identity
+      or version counter, so fused optimizers, ``.data`` writes (EMA swaps, mean-teacher
+      updates) and DDP all see masks of the weights they compute with;
+    - a frozen weight (``requires_grad=False``, e.g. MMDetection's ``frozen_stages``) is
+      recomputed only when the preserve rate changed or the mask is stale;
+    - switching to eval mode (``model.eval()``, which MMEngine's val/test loops call after
+      the EMA hook has swapped in its weights) and loading a state dict mark the mask stale;
+      the next forward recomputes it from the weights then in place, and later eval forwards
+      reuse it.
+
+    The mask lives in the persistent buffer ``mask``, so checkpoints carry it; it is never
+    trusted on load (an EMA checkpoint holds averaged masks, another N:M's checkpoint other
+    masks): the mask always follows from the loaded weights. A checkpoint without masks (a
+    plain detector's) loads without a missing-key warning.
+
+    Build it from an existing conv with :meth:`convert_from`; fold it back into a plain conv
+    with :meth:`to_dense`.
 
     Args:
         *args: ``nn.Conv2d`` arguments.
@@ -31,16 +48,19 @@ class SparseConv2d(nn.Conv2d):
         tau (float): Temperature of the MaxQ soft axis query. Defaults to 1e-2.
         ste (str): ``'soft'`` passes the gradient of ``W * S`` to ``W`` unmasked, ``'hard'``
             multiplies it by ``S``. Defaults to ``'soft'``.
+        layer_name (str): Name used in error messages (the module name in the detector,
+            e.g. ``backbone.layer3.1.conv2``). Defaults to ``'weight'``.
         **kwargs: More ``nn.Conv2d`` keyword arguments.
     """
 
     def __init__(self, *args, n: int = 2, m: int = 4, method: str = 'maxq',
-                 tau: float = 1e-2, ste: str = 'soft', **kwargs):
+                 tau: float = 1e-2, ste: str = 'soft', layer_name: str = 'weight', **kwargs):
         super().__init__(*args, **kwargs)
-        self._set_sparsity(n, m, method, tau, ste)
+        self._set_sparsity(n, m, method, tau, ste, layer_name)
         self.register_buffer('mask', torch.ones_like(self.weight, requires_grad=False))
 
-    def _set_sparsity(self, n: int, m: int, method: str, tau: float, ste: str) -> None:
+    def _set_sparsity(self, n: int, m: int, method: str, tau: float, ste: str,
+                      layer_name: str) -> None:
         check_nm(n, m)
         if method not in SPARSE_METHODS:
             raise ValueError(f'method must be one of {SPARSE_METHODS}, got {method!r}')
@@ -50,23 +70,26 @@ class SparseConv2d(nn.Conv2d):
             raise ValueError(f'tau must be > 0, got {tau!r}')
         if not is_nm_eligible(self.weight, m):
             raise ValueError(
-                f'a conv with {self.weight.shape[1]} input channels per group cannot be {n}:{m} '
-                f'sparse: M={m} must divide the channel count; leave this layer dense or pick '
-                f'an M that divides {self.weight.shape[1]}')
+                f'{layer_name}: a conv with {self.weight.shape[1]} input channels per group '
+                f'cannot be {n}:{m} sparse: M={m} must divide the channel count; leave this '
+                f'layer dense or pick an M that divides {self.weight.shape[1]}')
         self.n, self.m, self.method, self.tau, self.ste = n, m, method, float(tau), ste
+        self.layer_name = layer_name
         self.preserve = 0.0
-        # True while ``mask`` does not describe the current weights (fresh or loaded without).
+        # True while ``mask`` may not describe the current weights (fresh, loaded, eval switch).
         self.mask_stale = True
-        self._mask_key = None
+        # The preserve rate ``mask`` was computed at.
+        self._mask_preserve: Optional[float] = None
 
     @classmethod
     def convert_from(cls, conv: nn.Conv2d, n: int, m: int, method: str = 'maxq',
-                     tau: float = 1e-2, ste: str = 'soft') -> 'SparseConv2d':
+                     tau: float = 1e-2, ste: str = 'soft',
+                     layer_name: str = 'weight') -> 'SparseConv2d':
         """Wrap ``conv``: the same parameter objects, device, dtype and training mode.
 
         Args:
             conv (nn.Conv2d): A plain ``nn.Conv2d`` (or MMCV's empty-input ``Conv2d`` wrapper).
-            n, m, method, tau, ste: As in the class.
+            n, m, method, tau, ste, layer_name: As in the class.
 
         Returns:
             SparseConv2d: The sparse conv. ``conv`` itself is left untouched.
@@ -81,49 +104,55 @@ class SparseConv2d(nn.Conv2d):
             setattr(new, attr, getattr(conv, attr))
         new.weight = conv.weight
         new.bias = conv.bias
-        new.train(conv.training)
-        new._set_sparsity(n, m, method, tau, ste)
+        new.training = conv.training
+        new._set_sparsity(n, m, method, tau, ste, layer_name)
         new.register_buffer('mask', torch.ones_like(conv.weight, requires_grad=False))
         return new
 
-    @torch.no_grad()
-    def update_mask(self, preserve: Optional[float] = None, force: bool = False) -> torch.Tensor:
-        """Recompute ``mask`` from the current weights.
-
-        The mask is a function of the weights and the preserve rate only, so it is not
-        recomputed while neither changed: the weight's version counter (bumped by every
-        in-place update: optimizer steps, ``load_state_dict``) tells. Frozen stages cost
-        nothing after their first mask.
-
-        Args:
-            preserve (float, optional): Share of blocks exempt from N:M (incremental sparsity).
-                Defaults to the last rate set.
-            force (bool): Recompute even if weights and rate look unchanged (after writing
-                to ``weight.data``, which the version counter does not see). Defaults to False.
-
-        Returns:
-            Tensor: The mask buffer (updated in place, so its identity is kept for DDP).
-        """
-        if preserve is not None:
-            if not 0.0 <= preserve <= 1.0:
-                raise ValueError(f'preserve must be in [0, 1], got {preserve!r}')
-            self.preserve = float(preserve)
-        key = (self.weight._version, self.weight.data_ptr(), self.preserve)
-        if not (force or self.mask_stale) and key == self._mask_key:
-            return self.mask
+    def compute_mask(self, preserve: float = 0.0) -> torch.Tensor:
+        """The mask of the current weight at ``preserve`` (a new tensor; ``mask`` unchanged)."""
         weight = self.weight.detach()
         if self.method == 'maxq':
-            new = maxq_mask(weight, self.n, self.m, preserve=self.preserve, tau=self.tau)
-        else:
-            new = nm_mask(weight, self.n, self.m, preserve=self.preserve)
-        self.mask.copy_(new)
+            return maxq_mask(weight, self.n, self.m, preserve=preserve, tau=self.tau,
+                             name=self.layer_name)
+        return nm_mask(weight, self.n, self.m, preserve=preserve, name=self.layer_name)
+
+    @torch.no_grad()
+    def update_mask(self, preserve: Optional[float] = None) -> torch.Tensor:
+        """Recompute ``mask`` from the current weight (no host-device synchronisation).
+
+        Args:
+            preserve (float, optional): Share of blocks exempt from N:M (incremental
+                sparsity). Defaults to the rate last set.
+
+        Returns:
+            Tensor: The mask buffer (updated in place, so its identity is kept).
+        """
+        if preserve is not None:
+            self.set_preserve(preserve)
+        self.mask.copy_(self.compute_mask(self.preserve))
         self.mask_stale = False
-        self._mask_key = key
+        self._mask_preserve = self.preserve
         return self.mask
 
+    def set_preserve(self, preserve: float) -> None:
+        """Set the preserve rate; the mask follows at the next forward."""
+        check_preserve(preserve)
+        self.preserve = float(preserve)
+
+    def _mask_is_current(self) -> bool:
+        if self.mask_stale or self._mask_preserve != self.preserve:
+            return False
+        # A trainable weight changes at every step: recompute in every training forward.
+        return not (self.training and self.weight.requires_grad)
+
     def effective_weight(self) -> torch.Tensor:
-        """``W * S``, the weight the conv computes with (differentiable w.r.t. ``W``)."""
-        if self.mask_stale:
+        """``W * S``, the weight the conv computes with (differentiable w.r.t. ``W``).
+
+        Recomputes the mask first when it may not describe the current weight (see the
+        class docstring).
+        """
+        if not self._mask_is_current():
             self.update_mask()
         if not torch.is_grad_enabled() or not self.weight.requires_grad:
             return self.weight * self.mask
@@ -133,14 +162,24 @@ class SparseConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(x, self.effective_weight(), self.bias)
 
+    def train(self, mode: bool = True) -> 'SparseConv2d':
+        if not mode:
+            # The weights evaluated may have been swapped in through ``.data`` (EMA).
+            self.mask_stale = True
+        return super().train(mode)
+
     @torch.no_grad()
     def to_dense(self) -> nn.Conv2d:
-        """A plain ``nn.Conv2d`` whose weight is ``W * S`` (the mask folded in)."""
+        """A plain ``nn.Conv2d`` of weight ``W * S``, ``S`` the mask at preserve rate 0.
+
+        Always at rate 0 (every block N:M), whatever rate the conv is at: the result is the
+        exact N:M deploy weight. ``self`` is left unchanged.
+        """
         conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
                          self.padding, self.dilation, self.groups, self.bias is not None,
                          self.padding_mode, device='meta')
-        conv.weight = nn.Parameter(self.effective_weight().detach().clone(),
-                                   requires_grad=self.weight.requires_grad)
+        folded = self.weight.detach() * self.compute_mask(0.0)
+        conv.weight = nn.Parameter(folded, requires_grad=self.weight.requires_grad)
         if self.bias is not None:
             conv.bias = nn.Parameter(self.bias.detach().clone(),
                                      requires_grad=self.bias.requires_grad)
@@ -149,16 +188,29 @@ class SparseConv2d(nn.Conv2d):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
-        has_mask = prefix + 'mask' in state_dict
+        weight = state_dict.get(prefix + 'weight')
+        if self.method == 'maxq' and isinstance(weight, torch.Tensor):
+            self._refuse_folded(weight)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
-        if has_mask:
-            self.mask_stale = False
-        else:
-            # A plain conv's checkpoint: the mask follows from the weights, so it is not missing.
-            if prefix + 'mask' in missing_keys:
-                missing_keys.remove(prefix + 'mask')
-            self.mask_stale = True
+        # A plain conv's checkpoint: the mask follows from the weights, so it is not missing.
+        if prefix + 'mask' in missing_keys:
+            missing_keys.remove(prefix + 'mask')
+        self.mask_stale = True
+
+    def _refuse_folded(self, weight: torch.Tensor) -> None:
+        """Refuse an exactly N:M weight: MaxQ would apply its multipliers a second time."""
+        if self.n == self.m or weight.shape != self.weight.shape or \
+                not weight.is_floating_point():
+            return  # N = M keeps everything; a size mismatch is nn.Module's to report
+        if is_nm_sparse(weight, self.n, self.m) and bool(weight.any()):
+            raise ValueError(
+                f'{self.layer_name}: the loaded weight is already exactly {self.n}:{self.m} '
+                'sparse, i.e. folded (W * S). MaxQ recomputes S from the weight and would apply '
+                'the soft multipliers a second time (about 3x instead of 2.2x on kept '
+                'weights). Import the sparse ImageNet checkpoint raw (tools/convert_checkpoint.py '
+                '--method maxq, the default), or fine-tune a folded checkpoint with an srste '
+                "config (sparsity.method='srste')")
 
     def extra_repr(self) -> str:
         return (super().extra_repr() + f', nm={self.n}:{self.m}, method={self.method}, '

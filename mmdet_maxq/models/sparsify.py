@@ -1,8 +1,10 @@
-"""Pick the convs of a detector to make N:M sparse and swap them for :class:`SparseConv2d`."""
+"""Pick the convs of a detector to make N:M sparse and swap them, in place, for
+:class:`SparseConv2d`; find and drive the sparse convs of a model afterwards."""
 import fnmatch
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
+import torch
 import torch.nn as nn
 
 from mmdet_maxq.sparsity import check_nm, is_nm_eligible
@@ -14,7 +16,7 @@ _WILDCARDS = set('*?[')
 
 @dataclass(frozen=True)
 class SparsitySettings:
-    """Validated ``model.sparsity`` settings of :class:`SparseDetector`.
+    """Validated ``model.sparsity`` settings of a ``SparseDetector`` config.
 
     Args:
         method (str): ``'maxq'``, ``'srste'`` or ``'dense'``. Defaults to ``'maxq'``.
@@ -130,22 +132,58 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(parent, child, module)
 
 
+# The attribute that marks a sparsified model (its value: the SparsitySettings).
+SETTINGS_ATTR = 'sparsity_settings'
+
+
 def sparsify(model: nn.Module, settings: SparsitySettings,
              key: str = 'model.sparsity') -> SparsifyReport:
     """Replace the selected convs of ``model`` in place by :class:`SparseConv2d`.
 
-    With ``method='dense'`` the convs are selected and reported but left as they are, so the
-    dense baseline runs through the same wrapper and hooks at plain-conv cost.
+    The model keeps its class, parameters and state-dict keys (plus one ``mask`` buffer per
+    sparse conv); ``model.sparsity_settings`` records the settings. With ``method='dense'``
+    the convs are selected and reported but left as they are, so the dense baseline runs
+    through the same config, hooks and tools at plain-conv cost.
     """
     chosen, dense = select_convs(model, settings, key)
     if settings.method != 'dense':
         for name in chosen:
             conv = model.get_submodule(name)
             _set_submodule(model, name, SparseConv2d.convert_from(
-                conv, settings.n, settings.m, settings.method, settings.tau, settings.ste))
+                conv, settings.n, settings.m, settings.method, settings.tau, settings.ste,
+                layer_name=name))
+    setattr(model, SETTINGS_ATTR, settings)
     return SparsifyReport(sparse=chosen, dense=dense)
 
 
 def sparse_convs(model: nn.Module) -> List[Tuple[str, SparseConv2d]]:
     """``(name, module)`` of every :class:`SparseConv2d` in ``model``."""
     return [(name, mod) for name, mod in model.named_modules() if isinstance(mod, SparseConv2d)]
+
+
+def sparsity_settings(model: nn.Module) -> Optional[SparsitySettings]:
+    """The settings ``model`` (or the first of its submodules) was sparsified with, or None.
+
+    A semi-supervised wrapper (teacher and student) finds them on its detectors.
+    """
+    for module in model.modules():
+        settings = getattr(module, SETTINGS_ATTR, None)
+        if isinstance(settings, SparsitySettings):
+            return settings
+    return None
+
+
+def set_preserve_rate(model: nn.Module, preserve: float) -> None:
+    """Set the incremental-sparsity preserve rate of every sparse conv of ``model``.
+
+    The masks follow at the next forward (see :class:`SparseConv2d`).
+    """
+    for _, conv in sparse_convs(model):
+        conv.set_preserve(preserve)
+
+
+@torch.no_grad()
+def refresh_masks(model: nn.Module, preserve: Optional[float] = None) -> None:
+    """Recompute every mask of ``model`` from its current weights now (optionally at a rate)."""
+    for _, conv in sparse_convs(model):
+        conv.update_mask(preserve)

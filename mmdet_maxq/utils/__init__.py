@@ -1,1 +1,1 @@
-"""Small helpers for the command-line tools."""
+"""Small helpers shared by the package: module names, config look-ups."""

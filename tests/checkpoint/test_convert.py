@@ -25,13 +25,7 @@ def _load_tool():
 TOOL = _load_tool()
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine a second one mostly spin-waits."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture(scope='module')
@@ -119,7 +113,7 @@ def test_detect_format_and_prefixes(r18):
 
 def test_maxq_fold_roundtrip(r18):
     ckpt, masks = to_maxq(r18, 2, 4)
-    result = convert_state_dict(ckpt, 2, 4)
+    result = convert_state_dict(ckpt, 2, 4, method='srste')
     loaded = load_strict(18, result.checkpoint['state_dict'])
     for key, value in r18.items():
         expected = value * masks[key] if key in masks else value
@@ -132,6 +126,7 @@ def test_maxq_fold_roundtrip(r18):
     meta = result.checkpoint['meta']
     assert meta['folded'] and meta['nm_sparse'] and meta['source_format'] == 'maxq'
     assert (meta['n'], meta['m'], meta['depth']) == (2, 4, 18)
+    assert meta['method'] == 'srste' and 'fixed point' in result.decision
     assert result.dropped == ['fc.weight', 'fc.bias']
 
 
@@ -142,7 +137,52 @@ def test_maxq_no_fold_keeps_raw_weights(r18):
     assert all(torch.equal(loaded[k], v) for k, v in r18.items())
     assert not result.checkpoint['meta']['folded']
     assert stage_counts(result)['total'] == (20, 19, 0, 19)
-    assert any('--no-fold' in w for w in result.warnings)
+    assert '--no-fold given' in result.decision and 'raw weights' in result.decision
+    assert result.stages[-1].mask_nm == 19 and not result.warnings
+
+
+@pytest.mark.parametrize('method,folded', [('maxq', False), ('srste', True), ('dense', True)])
+def test_method_picks_the_default(r18, method, folded):
+    ckpt, masks = to_maxq(r18, 2, 4)
+    kwargs = {} if method == 'maxq' else dict(method=method)  # maxq is the default
+    result = convert_state_dict(ckpt, 2, 4, **kwargs)
+    meta = result.checkpoint['meta']
+    assert (meta['method'], meta['folded'], meta['n'], meta['m']) == (method, folded, 2, 4)
+    assert meta['source_format'] == 'maxq' and meta['fold_decision'] == result.decision
+    key = 'layer2.0.conv2.weight'
+    expected = r18[key] * masks[key] if folded else r18[key]
+    assert torch.equal(result.checkpoint['state_dict'][key], expected)
+    assert ('folded 19 stored masks' if folded else 'imported the raw weights') in result.decision
+    assert '\n' not in result.decision and not result.warnings
+    if method == 'maxq':
+        assert 'soft multipliers twice' in result.decision
+
+
+@pytest.mark.parametrize('method,fold,warns', [('maxq', True, '--fold with --method maxq'),
+                                               ('srste', False, '--no-fold with --method srste'),
+                                               ('dense', False, '--no-fold with --method dense')])
+def test_explicit_fold_overrides_the_method(r18, method, fold, warns):
+    ckpt, masks = to_maxq(r18, 2, 4)
+    result = convert_state_dict(ckpt, 2, 4, fold=fold, method=method)
+    key = 'layer1.1.conv1.weight'
+    expected = r18[key] * masks[key] if fold else r18[key]
+    assert torch.equal(result.checkpoint['state_dict'][key], expected)
+    assert result.checkpoint['meta']['folded'] is fold
+    assert 'given' in result.decision and f'overriding the {method} default' in result.decision
+    assert any(warns in w for w in result.warnings)
+
+
+def test_unknown_method(r18):
+    with pytest.raises(ValueError, match='unknown method'):
+        convert_state_dict(to_torchvision(r18), 2, 4, method='sparse')
+
+
+def test_no_masks_nothing_to_fold(r18):
+    for method in ('maxq', 'srste'):
+        result = convert_state_dict(to_torchvision(r18), 2, 4, method=method)
+        assert not result.checkpoint['meta']['folded']
+        assert result.checkpoint['meta']['method'] == method
+        assert 'nothing to fold' in result.decision
 
 
 @pytest.mark.parametrize('wrap', ['bare', 'model', 'mmpretrain'])
@@ -189,7 +229,7 @@ def test_cli_writes_loadable_checkpoint(r18, tmp_path, capsys):
     ckpt, masks = to_maxq(r18, 2, 8)
     src, dst = tmp_path / 'maxq.pth', tmp_path / 'out' / 'backbone.pth'
     torch.save(ckpt, src)
-    TOOL.main([str(src), str(dst), '--n', '2', '--m', '8'])
+    TOOL.main([str(src), str(dst), '--n', '2', '--m', '8', '--method', 'srste'])
     out = capsys.readouterr().out
     assert 'layer4' in out and 'exactly 2:8' in out and 'wrote' in out
     saved = torch.load(dst, map_location='cpu', weights_only=True)
@@ -319,16 +359,44 @@ def test_cli_non_finite(r18, tmp_path):
 
 def test_cli_masks_of_another_pattern(r18, tmp_path):
     ckpt, _ = to_maxq(r18, 4, 8)
-    msg = _fails_on(tmp_path, ckpt)  # asks for 2:4
+    msg = _fails_on(tmp_path, ckpt, '--fold')  # asks for 2:4
     assert 'not 2:4' in msg and 'layer1.0.conv1' in msg
     assert '--n 4 --m 8' in msg and '--no-fold' in msg
+
+
+def test_cli_masks_of_another_pattern_raw(r18, tmp_path):
+    ckpt, _ = to_maxq(r18, 4, 8)
+    msg = _fails_on(tmp_path, ckpt)  # the default (--method maxq) checks the stored masks
+    assert 'stored masks of 19 masked layer(s) are not 2:4' in msg and 'layer1.0.conv1' in msg
+    assert '--n 4 --m 8' in msg
 
 
 def test_cli_partially_sparse_masks(r18, tmp_path):
     ckpt, _ = to_maxq(r18, 2, 4, prefix='')
     ckpt['state_dict']['layer2.1.convbn2.mask'] = torch.ones_like(
         ckpt['state_dict']['layer2.1.convbn2.mask'])  # saved before sparsity reached 100%
-    msg = _fails_on(tmp_path, ckpt)
+    msg = _fails_on(tmp_path, ckpt, '--method', 'srste')
     assert '1 masked layer(s) are not 2:4: layer2.1.conv2' in msg and '--no-fold' in msg
     src = tmp_path / 'src.pth'
     TOOL.main([str(src), str(tmp_path / 'o.pth'), '--n', '2', '--m', '4', '--no-fold'])
+    result = convert_state_dict(torch.load(src, weights_only=True), 2, 4)  # maxq: raw, warns
+    assert not result.checkpoint['meta']['folded']
+    assert any('stored masks of 1 layer(s) are not 2:4 yet' in w and 'layer2.1.conv2' in w
+               for w in result.warnings)
+
+
+def test_cli_default_reports_raw_import(r18, tmp_path, capsys):
+    ckpt, masks = to_maxq(r18, 2, 8)
+    src, dst = tmp_path / 'maxq.pth', tmp_path / 'backbone.pth'
+    torch.save(ckpt, src)
+    TOOL.main([str(src), str(dst), '--n', '2', '--m', '8'])
+    out = capsys.readouterr().out
+    decision = [line for line in out.splitlines() if line.startswith('--method maxq:')]
+    assert len(decision) == 1 and 'imported the raw weights W' in decision[0]
+    assert '2:8 masks' in out  # the table counts the dropped masks that were 2:8
+    saved = torch.load(dst, map_location='cpu', weights_only=True)
+    meta = saved['meta']
+    assert (meta['method'], meta['folded'], meta['n'], meta['m']) == ('maxq', False, 2, 8)
+    assert meta['source_format'] == 'maxq' and meta['base_channels'] == 64
+    key = 'layer3.1.conv2.weight'
+    assert torch.equal(saved['state_dict'][key], r18[key])

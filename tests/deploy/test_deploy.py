@@ -18,7 +18,7 @@ from mmdet.apis import init_detector
 from mmdet.registry import DATASETS, MODELS
 from mmdet_maxq.cli import CliError
 from mmdet_maxq.deploy import DeployError, VerificationError, export_verified
-from mmdet_maxq.models import SparseConv2d
+from mmdet_maxq.models import SparseConv2d, refresh_masks
 from mmdet_maxq.sparsity import is_nm_sparse
 
 from ..conftest import REPO, SHORT_MAXQ_CONFIG, SINGLE_THREAD, data_options, run_tool
@@ -28,15 +28,6 @@ DENSE_PARENT = osp.join(REPO, 'configs/synthetic/mask-rcnn_r18-tiny_fpn_syntheti
 spec = importlib.util.spec_from_file_location('deploy_tool', osp.join(REPO, 'tools', 'deploy.py'))
 TOOL = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(TOOL)
-
-
-@pytest.fixture
-def one_thread():
-    """Run in-process model code on one thread (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _cfg(root):
@@ -92,8 +83,7 @@ def test_plain_config_loads_strictly_and_backbone_is_exactly_2of8(deployed):
     ckpt, config, _ = deployed
     cfg = Config.fromfile(config)
     assert cfg.model.type == 'MaskRCNN'
-    assert 'mmdet_maxq' in cfg.custom_imports.imports
-    assert [h.type for h in cfg.custom_hooks] == ['RandomStateHook']
+    assert 'custom_imports' not in cfg and not cfg.get('custom_hooks')
     init_default_scope('mmdet')
     plain = MODELS.build(cfg.model)
     load_checkpoint(plain, ckpt, map_location='cpu', strict=True, logger='silent')
@@ -118,8 +108,7 @@ def test_plain_predictions_equal_the_sparse_model(deployed, short_maxq_run, synt
     ckpt, config, _ = deployed
     cfg = _cfg(synthetic_coco)
     sparse = _sparse_model(cfg, osp.join(short_maxq_run, 'epoch_2.pth'))
-    for conv in sparse.sparse_layers():
-        conv.update_mask(0.0, force=True)
+    refresh_masks(sparse, 0.0)
     plain_cfg = Config.fromfile(config)
     plain = MODELS.build(plain_cfg.model)
     load_checkpoint(plain, ckpt, map_location='cpu', strict=True, logger='silent')
@@ -136,6 +125,27 @@ def test_plain_predictions_equal_the_sparse_model(deployed, short_maxq_run, synt
             torch.testing.assert_close(out.scores, ref.scores, atol=1e-4, rtol=0)
             detections += len(ref.labels)
     assert detections > 0, 'no detections: the comparison would be vacuous'
+
+
+PLAIN_SERVER = """
+import sys
+sys.modules['mmdet_maxq'] = None  # a server with MMDetection alone
+import numpy as np
+import torch
+from mmdet.apis import inference_detector, init_detector
+config, checkpoint = sys.argv[1:]
+torch.load(checkpoint, map_location='cpu', weights_only=True)  # no allow-list needed
+model = init_detector(config, checkpoint, device='cpu')
+image = np.random.RandomState(0).randint(0, 255, (128, 128, 3), dtype=np.uint8)
+result = inference_detector(model, image)
+print('plain server ok', type(model).__name__, len(result.pred_instances))
+"""
+
+
+def test_a_server_with_mmdetection_alone_runs_the_deployed_files(deployed):
+    ckpt, config, _ = deployed
+    proc = run_tool(['-I', '-c', PLAIN_SERVER, config, ckpt], env=SINGLE_THREAD)
+    assert 'plain server ok MaskRCNN' in proc.stdout
 
 
 def test_test_tool_runs_the_plain_config(deployed, synthetic_coco, tmp_path):
@@ -226,11 +236,11 @@ def test_mid_schedule_checkpoint_exports_exact_nm(short_maxq_run, synthetic_coco
 
 def test_checkpoint_of_another_model_is_refused(short_maxq_run, tmp_path):
     state = _state(osp.join(short_maxq_run, 'epoch_2.pth'))
-    del state['state_dict']['architecture.roi_head.bbox_head.fc_cls.weight']
+    del state['state_dict']['roi_head.bbox_head.fc_cls.weight']
     broken = tmp_path / 'broken.pth'
     torch.save(state, broken)
     with pytest.raises(CliError, match=r'does not match the config\'s model \(missing keys \(1\): '
-                       r'architecture\.roi_head\.bbox_head\.fc_cls\.weight\)'):
+                       r'roi_head\.bbox_head\.fc_cls\.weight\)'):
         TOOL.main([MAXQ, str(broken), str(tmp_path / 'out' / 'model.pth')])
     assert not (tmp_path / 'out').exists()
 
@@ -239,7 +249,7 @@ def test_non_finite_weights_are_refused(short_maxq_run, synthetic_coco, tmp_path
     cfg = _cfg(synthetic_coco)
     model = _sparse_model(cfg, osp.join(short_maxq_run, 'epoch_2.pth'))
     with torch.no_grad():
-        model.architecture.roi_head.bbox_head.fc_cls.weight[0, 0] = float('nan')
+        model.roi_head.bbox_head.fc_cls.weight[0, 0] = float('nan')
     with pytest.raises(DeployError, match='non-finite values in 1 tensors'):
         export_verified(model, cfg, str(tmp_path / 'model.pth'))
     assert not os.listdir(tmp_path)

@@ -1,60 +1,159 @@
 """Hook behaviour that needs no training run."""
+import random
 import types
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 
 import mmdet_maxq  # noqa: F401
 from mmengine.optim import OptimWrapper
-from mmdet_maxq.engine.hooks import (SparsityLoggerHook, SparsityScheduleHook,
-                                     SRSTEDecayHook)
-from mmdet_maxq.models import SparseConv2d
+from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
+from mmdet_maxq.engine.hooks import (RandomStateHook, SparsityLoggerHook,
+                                     SparsityScheduleHook, SRSTEDecayHook)
+from mmdet_maxq.engine.model_wrappers import DeviceAwareDDP
+from mmdet_maxq.models import SparseConv2d, SparsitySettings
+from mmdet_maxq.models.sparsify import SETTINGS_ATTR
 
 
 class TinySparse(nn.Module):
-    """Stands in for SparseDetector in the hooks (same two methods)."""
+    """A sparsified model as SparseDetector leaves it: sparse convs + the settings."""
 
-    def __init__(self):
+    def __init__(self, method='srste'):
         super().__init__()
         torch.manual_seed(0)
         self.conv = SparseConv2d.convert_from(nn.Conv2d(16, 8, 3, padding=1), 2, 8,
-                                              method='srste')
-
-    def sparse_layers(self):
-        return [self.conv]
+                                              method=method)
+        setattr(self, SETTINGS_ATTR, SparsitySettings(method=method, n=2, m=8))
 
 
-def _runner(model, optimizer):
-    return types.SimpleNamespace(model=model, optim_wrapper=OptimWrapper(optimizer))
+def _runner(model, optimizer=None, **kwargs):
+    wrapper = OptimWrapper(optimizer) if optimizer is not None else None
+    return types.SimpleNamespace(model=model, optim_wrapper=wrapper, **kwargs)
 
 
-def test_decay_added_after_amp_unscale_before_step(monkeypatch):
-    from mmdet_maxq.engine.hooks import srste_decay_hook
+def _decay_setup(fused):
     model = TinySparse()
-    monkeypatch.setattr(srste_decay_hook, 'get_sparse_detector', lambda runner, name: model)
     conv = model.conv
-    conv.update_mask(0.0)
-    optimizer = torch.optim.SGD([conv.weight, conv.bias], lr=0.0)
-    seen = {}
+    optimizer = torch.optim.SGD([conv.weight, conv.bias], lr=0.0, fused=fused)
     hook = SRSTEDecayHook(decay=0.5)
     hook.before_train(_runner(model, optimizer))
+    seen = {}
 
     def record(opt, args, kwargs):  # registered after the decay hook: sees the final grad
         seen['grad'] = conv.weight.grad.clone()
+        seen['scale'] = getattr(opt, 'grad_scale', None)
 
     optimizer.register_step_pre_hook(record)
-    scaler = torch.amp.GradScaler('cpu', init_scale=1024.0)
+    return model, conv, optimizer, hook, seen
+
+
+@pytest.mark.parametrize('fused', [False, True])
+def test_decay_equals_lambda_w_on_pruned_weights_after_unscaling(fused):
+    # A fused optimizer unscales inside its own step: GradScaler hands it the still-scaled
+    # gradients with the scale in optimizer.grad_scale. The decay must come out the same.
+    model, conv, optimizer, hook, seen = _decay_setup(fused)
+    scaler = torch.amp.GradScaler('cpu', init_scale=2.0 ** 16)
     x = torch.randn(2, 16, 5, 5)
     loss = conv(x).sum()
     scaler.scale(loss).backward()
     scaled = conv.weight.grad.clone()
     scaler.step(optimizer)
-    unscaled = scaled / 1024.0
-    expected = unscaled + 0.5 * (1 - conv.mask.clamp(0, 1)) * conv.weight.detach()
-    torch.testing.assert_close(seen['grad'], expected)
+    decay = 0.5 * (1 - conv.mask.clamp(0, 1)) * conv.weight.detach()
+    if fused:
+        assert seen['scale'] is not None  # the gradients were still scaled at the pre-hook
+        final = seen['grad'] / seen['scale']
+    else:
+        final = seen['grad']
+    torch.testing.assert_close(final, scaled / 2.0 ** 16 + decay)
+    pruned = conv.mask == 0
+    torch.testing.assert_close((final - scaled / 2.0 ** 16)[pruned],
+                               0.5 * conv.weight.detach()[pruned])
     hook.after_train(None)
     assert not hook._handles
+
+
+def test_decay_applies_to_maxq_layers_too():
+    model = TinySparse(method='maxq')
+    conv = model.conv
+    optimizer = torch.optim.SGD([conv.weight], lr=0.0)
+    SRSTEDecayHook(decay=1e-2).before_train(_runner(model, optimizer))
+    conv(torch.randn(1, 16, 5, 5)).sum().backward()
+    before = conv.weight.grad.clone()
+    optimizer.step()
+    expected = before + 1e-2 * (1 - conv.mask.clamp(0, 1)) * conv.weight.detach()
+    torch.testing.assert_close(conv.weight.grad, expected)
+
+
+def test_schedule_unit_follows_the_train_loop():
+    hook = SparsityScheduleHook(kind='linear', start=0, end=8)
+    iter_loop = IterBasedTrainLoop.__new__(IterBasedTrainLoop)
+    epoch_loop = EpochBasedTrainLoop.__new__(EpochBasedTrainLoop)
+    model = TinySparse()
+    # An iteration-based run of 100 iterations (max_epochs is 1 there): counts iterations.
+    hook.before_train(_runner(model, train_loop=iter_loop, max_epochs=1, max_iters=100))
+    with pytest.raises(ValueError, match=r'end=8 is past the training length \(max_epochs=6'):
+        hook.before_train(_runner(model, train_loop=epoch_loop, max_epochs=6, max_iters=600))
+    hook.before_train(_runner(model, train_loop=epoch_loop, max_epochs=12, max_iters=600))
+    forced = SparsityScheduleHook(kind='linear', start=0, end=8, by_epoch=True)
+    with pytest.raises(ValueError, match='max_epochs=1'):
+        forced.before_train(_runner(model, train_loop=iter_loop, max_epochs=1, max_iters=100))
+
+
+def test_schedule_hook_sets_the_rate_without_tensor_work():
+    model = TinySparse(method='maxq')
+    hub = types.SimpleNamespace(scalars={})
+    hub.update_scalar = lambda key, value: hub.scalars.__setitem__(key, value)
+    runner = _runner(model, train_loop=IterBasedTrainLoop.__new__(IterBasedTrainLoop),
+                     epoch=0, iter=3, message_hub=hub)
+    calls = []
+    model.conv.compute_mask = lambda *a, **k: calls.append(1)
+    SparsityScheduleHook(kind='linear', start=0, end=10).before_train_iter(runner, 3)
+    assert model.conv.preserve == pytest.approx(0.7) and calls == []
+    assert hub.scalars['train/preserve_rate'] == pytest.approx(0.7)
+
+
+def _checkpoint_with_state():
+    random.seed(11)
+    np.random.seed(11)
+    torch.manual_seed(11)
+    checkpoint = {}
+    RandomStateHook().before_save_checkpoint(types.SimpleNamespace(rank=0), checkpoint)
+    expected = (random.random(), np.random.rand(), torch.rand(1))
+    return checkpoint, expected
+
+
+def test_random_state_restored_on_resume_only():
+    checkpoint, expected = _checkpoint_with_state()
+    logger = types.SimpleNamespace(warning=lambda msg: None)
+    torch.manual_seed(0)
+    RandomStateHook().after_load_checkpoint(
+        types.SimpleNamespace(rank=0, _resume=False, logger=logger), checkpoint)
+    assert torch.rand(1) != expected[2]  # load_from / test: the configured seed stays
+    RandomStateHook().after_load_checkpoint(
+        types.SimpleNamespace(rank=0, _resume=True, logger=logger), checkpoint)
+    assert (random.random(), np.random.rand(), torch.rand(1)) == expected
+
+
+def test_random_state_accepts_states_moved_by_map_location():
+    # Runner.resume loads with map_location on the training device; set_rng_state takes a CPU
+    # ByteTensor only. A state stored in another dtype stands in for the CUDA copy here; the
+    # cuda-marked test resumes with map_location='cuda' for real.
+    checkpoint, expected = _checkpoint_with_state()
+    state = checkpoint['meta']['random_state'][0]
+    state['torch'] = state['torch'].to(torch.int16)
+    with pytest.raises(TypeError):
+        torch.set_rng_state(state['torch'])
+    RandomStateHook().after_load_checkpoint(
+        types.SimpleNamespace(rank=0, _resume=True, logger=None), checkpoint)
+    assert torch.rand(1) == expected[2]
+
+
+def test_device_aware_ddp_does_not_broadcast_buffers():
+    import inspect
+    default = inspect.signature(DeviceAwareDDP.__init__).parameters['broadcast_buffers'].default
+    assert default is False
 
 
 def test_hook_argument_checks():
@@ -62,6 +161,8 @@ def test_hook_argument_checks():
         SparsityScheduleHook(kind='step')
     with pytest.raises(ValueError, match=r'start \(5\) must be <= end \(2\)'):
         SparsityScheduleHook(start=5, end=2)
+    with pytest.raises(ValueError, match='by_epoch must be True, False or None'):
+        SparsityScheduleHook(by_epoch='yes')
     with pytest.raises(ValueError, match='decay must be a positive number'):
         SRSTEDecayHook(decay=0)
     with pytest.raises(ValueError, match='interval must be an integer >= 1'):
@@ -70,5 +171,5 @@ def test_hook_argument_checks():
 
 def test_hooks_refuse_a_plain_detector():
     runner = types.SimpleNamespace(model=nn.Conv2d(3, 3, 1))
-    with pytest.raises(TypeError, match='needs model.type="SparseDetector"'):
+    with pytest.raises(TypeError, match="needs a sparse model.*type='SparseDetector'"):
         SparsityScheduleHook().before_train(runner)

@@ -16,7 +16,7 @@ MAXQ = 'configs/synthetic/mask-rcnn_r18-tiny-maxq-2of8_fpn_synthetic.py'
 SRSTE = 'configs/synthetic/mask-rcnn_r18-tiny-srste-2of8_fpn_synthetic.py'
 # Three epochs, sparsity incremental over epochs 0-2 (cubic): the last epoch is full 2:8.
 SHORT = ['train_cfg.max_epochs=3', 'train_cfg.val_interval=3', 'custom_hooks.0.end=2',
-         'custom_hooks.1.interval=8', 'default_hooks.logger.interval=8']
+         'custom_hooks.2.interval=8', 'default_hooks.logger.interval=8']
 
 
 def _scalars(work_dir):
@@ -135,7 +135,7 @@ def test_iteration_schedule_logged_every_iteration(synthetic_coco, tmp_path):
               'train_cfg.max_epochs=1', 'train_cfg.val_interval=2',
               'train_dataloader.dataset.indices=16', 'custom_hooks.0.by_epoch=False',
               'custom_hooks.0.kind=linear', 'custom_hooks.0.start=1', 'custom_hooks.0.end=6',
-              'custom_hooks.1.interval=1', 'default_hooks.logger.interval=1',
+              'custom_hooks.2.interval=1', 'default_hooks.logger.interval=1',
               *data_options(synthetic_coco)])
     rows = [r for r in _scalars(work) if 'preserve_rate' in r]
     assert [r['step'] for r in rows] == list(range(1, 9))

@@ -14,7 +14,7 @@ from mmengine import dump
 from mmengine.config import Config
 from mmengine.visualization import LocalVisBackend
 
-from mmdet_maxq.utils.ap_table import (ResultsError, collect_rows, describe_model, find_evaluation,
+from mmdet_maxq.analysis.ap_table import (ResultsError, collect_rows, describe_model, find_evaluation,
                                        format_table, model_name)
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -30,7 +30,8 @@ def mask_rcnn(depth=50):
 
 
 def sparse(arch, method, n, m):
-    return dict(type='SparseDetector', architecture=arch,
+    detector = dict(arch)
+    return dict(detector, type='SparseDetector', detector=detector.pop('type'),
                 sparsity=dict(method=method, n=n, m=m, layers=['backbone.*']))
 
 

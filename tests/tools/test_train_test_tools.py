@@ -42,6 +42,11 @@ def test_resume_continues_at_epoch_two(trained):
     assert osp.isfile(osp.join(work, 'epoch_2.pth'))
 
 
+def test_tool_output_has_no_pkg_resources_warnings(trained):
+    _, log = trained
+    assert 'pkg_resources' not in log
+
+
 def test_brief_training_scores_above_zero_box_ap(trained):
     work, _ = trained
     metrics = _last_metrics(work)

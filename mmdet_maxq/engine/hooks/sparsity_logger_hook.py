@@ -3,28 +3,27 @@ from collections import defaultdict
 from typing import Dict
 
 import torch
+import torch.nn as nn
 from mmengine.hooks import Hook
 from mmdet.registry import HOOKS
 
+from mmdet_maxq.models.sparsify import sparse_convs
 from mmdet_maxq.sparsity import nm_compliance
-from .utils import get_sparse_detector
-
-
-def stage_of(name: str) -> str:
-    """``'backbone.layer2.0.conv1'`` -> ``'backbone.layer2'``."""
-    return '.'.join(name.split('.')[:2])
+from mmdet_maxq.utils.names import stage_of
+from .utils import get_sparse_model
 
 
 @torch.no_grad()
-def sparsity_figures(model) -> Dict[str, float]:
+def sparsity_figures(model: nn.Module) -> Dict[str, float]:
     """Share of N:M blocks over all sparse convs and the weight sparsity of each stage.
 
-    Figures are of the effective weights ``W * S`` the convs compute with.
+    Figures are of the effective weights ``W * S`` of the last forward (nothing recomputed).
+    They read values back to the host: call them at a logging interval, not every iteration.
     """
     zeros, total = defaultdict(int), defaultdict(int)
     nm_blocks = all_blocks = 0.0
-    for name, conv in model.named_sparse_layers():
-        weight = conv.effective_weight()
+    for name, conv in sparse_convs(model):
+        weight = conv.weight.detach() * conv.mask
         blocks = weight.numel() / conv.m
         nm_blocks += nm_compliance(weight, conv.n, conv.m) * blocks
         all_blocks += blocks
@@ -52,17 +51,17 @@ class SparsityLoggerHook(Hook):
     priority = 'NORMAL'
 
     def __init__(self, interval: int = 50):
-        if not isinstance(interval, int) or interval < 1:
+        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
             raise ValueError(f'SparsityLoggerHook: interval must be an integer >= 1, '
                              f'got {interval!r}')
         self.interval = interval
 
     def before_train(self, runner) -> None:
-        get_sparse_detector(runner, type(self).__name__)
+        get_sparse_model(runner, type(self).__name__)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if not (self.every_n_train_iters(runner, self.interval) or self.is_last_train_iter(runner)):
             return
-        model = get_sparse_detector(runner, type(self).__name__)
+        model = get_sparse_model(runner, type(self).__name__)
         for key, value in sparsity_figures(model).items():
             runner.message_hub.update_scalar(f'train/{key}', value)

@@ -1,43 +1,53 @@
-"""SR-STE decay of the pruned weights, applied between AMP unscaling and the optimizer step."""
+"""Pruned-weight (SR-STE) decay, applied between AMP unscaling and the optimizer step."""
 from typing import List
 
+import torch
 from mmengine.hooks import Hook
 from mmengine.optim import OptimWrapperDict
 from mmdet.registry import HOOKS
 
-from mmdet_maxq.sparsity import srste_decay_
-from .utils import get_sparse_detector
+from mmdet_maxq.models.sparsify import sparse_convs
+from mmdet_maxq.sparsity import srste_decay_term
+from .utils import get_sparse_model
 
 
 @HOOKS.register_module()
 class SRSTEDecayHook(Hook):
     """Add ``decay * (1 - clamp(S, 0, 1)) * W`` to the gradient of every sparse conv weight.
 
+    The paper's training loop applies this decay of the pruned weights to every sparse layer,
+    MaxQ as well as SR-STE (MaxQ = soft masks + this decay), so every sparse config of this
+    project includes the hook.
+
     The term is added by an optimizer step pre-hook, so it runs on every rank after DDP has
-    averaged the gradients and after ``GradScaler`` has unscaled them (``--amp``), and never on
-    steps that AMP skips for non-finite gradients.
+    averaged the gradients. With ``--amp`` and an ordinary optimizer, ``GradScaler`` has
+    unscaled the gradients before ``step()``. A fused optimizer (``fused=True``, which
+    declares ``_step_supports_amp_scaling``) receives them still scaled and unscales inside
+    its own step, with the scale in ``optimizer.grad_scale``: the term is then multiplied by
+    that scale (a tensor op, no host-device synchronisation), so the decay the weights get is
+    the same either way. Steps that AMP skips for non-finite gradients apply no decay.
 
     Args:
-        decay (float): The SR-STE lambda. Defaults to 2e-4.
+        decay (float): The lambda of the decay. Defaults to 2e-4.
     """
 
     priority = 'NORMAL'
 
     def __init__(self, decay: float = 2e-4):
-        if not isinstance(decay, (int, float)) or not decay > 0:
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not decay > 0:
             raise ValueError(f'SRSTEDecayHook: decay must be a positive number, got {decay!r}')
         self.decay = float(decay)
         self._handles: List = []
 
     def before_train(self, runner) -> None:
-        layers = get_sparse_detector(runner, type(self).__name__).sparse_layers()
+        layers = [conv for _, conv in sparse_convs(get_sparse_model(runner,
+                                                                    type(self).__name__))]
         if not layers:
             raise ValueError('SRSTEDecayHook: the model has no sparse conv (sparsity.method '
                              "'dense'?); remove the hook or use method 'srste' / 'maxq'")
         wrapper = runner.optim_wrapper
         wrappers = wrapper.values() if isinstance(wrapper, OptimWrapperDict) else [wrapper]
-
-        self._handles = []
+        self._remove_handles()
         for optim_wrapper in wrappers:
             optimizer = optim_wrapper.optimizer
             owned = {id(p) for group in optimizer.param_groups for p in group['params']}
@@ -47,13 +57,26 @@ class SRSTEDecayHook(Hook):
 
     def _make_hook(self, layers):
 
+        @torch.no_grad()
         def decay_hook(optimizer, args, kwargs):
+            # Set by GradScaler.step for optimizers that unscale inside step(); None once the
+            # gradients were unscaled (or without AMP).
+            scale = getattr(optimizer, 'grad_scale', None)
             for conv in layers:
-                srste_decay_(conv.weight, conv.mask, self.decay)
+                grad = conv.weight.grad
+                if grad is None:
+                    continue
+                term = srste_decay_term(conv.weight, conv.mask, self.decay)
+                if scale is not None:
+                    term.mul_(scale.to(term.dtype))
+                grad.add_(term.to(grad.dtype))
 
         return decay_hook
 
-    def after_train(self, runner) -> None:
+    def _remove_handles(self) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+
+    def after_train(self, runner) -> None:
+        self._remove_handles()

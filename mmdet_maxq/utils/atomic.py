@@ -1,0 +1,56 @@
+"""Writes that never leave a half-written file at the destination."""
+import os
+import os.path as osp
+import tempfile
+from typing import IO, Callable
+
+
+def _usual_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def temp_file_beside(path: str, suffix: str = '.tmp') -> str:
+    """Create an empty hidden temporary file in ``path``'s folder (created when missing).
+
+    It gets the usual file mode (``mkstemp`` makes 0600), so renaming it onto ``path`` gives the
+    file a user expects. Same folder, so the rename is atomic.
+
+    Args:
+        path (str): The destination the temporary file stands in for.
+        suffix (str): Its suffix (e.g. ``'.py'`` for a config that must be parsed before the
+            rename). Defaults to ``'.tmp'``.
+
+    Returns:
+        str: The temporary file's path.
+    """
+    folder = osp.dirname(osp.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix=suffix, dir=folder)
+    try:
+        os.fchmod(fd, _usual_file_mode())
+    finally:
+        os.close(fd)
+    return tmp
+
+
+def atomic_write(path: str, write: Callable[[IO], None], binary: bool = True) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it onto ``path``.
+
+    On any error the temporary file is removed and ``path`` is left as it was.
+
+    Args:
+        path (str): Destination (its folder is created when missing).
+        write (callable): Writes the content to the open file it is given.
+        binary (bool): Open the file in binary mode. Defaults to True.
+    """
+    tmp = temp_file_beside(path)
+    try:
+        with open(tmp, 'wb' if binary else 'w') as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if osp.exists(tmp):
+            os.unlink(tmp)
+        raise
