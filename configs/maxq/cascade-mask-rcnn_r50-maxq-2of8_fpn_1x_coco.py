@@ -1,4 +1,7 @@
-_base_ = ['mmdet::cascade_rcnn/cascade-mask-rcnn_r50_fpn_1x_coco.py', '../_base_/sparsity_runtime.py']
+_base_ = [
+    'mmdet::cascade_rcnn/cascade-mask-rcnn_r50_fpn_1x_coco.py',
+    '../_base_/sparsity_runtime.py',
+]
 
 # A 2:8 sparse ImageNet ResNet-50 converted (raw weights) by tools/convert_checkpoint.py.
 sparse_imagenet_checkpoint = 'checkpoints/resnet50_maxq-2of8_imagenet.pth'

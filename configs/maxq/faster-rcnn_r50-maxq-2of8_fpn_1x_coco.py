@@ -1,7 +1,10 @@
 _base_ = ['mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py', '../_base_/sparsity_runtime.py']
 
-# A 2:8 sparse ImageNet ResNet-50 converted by tools/convert_checkpoint.py (raw weights: MaxQ recomputes S(W) as the ImageNet model did):
-#   python tools/convert_checkpoint.py SRC checkpoints/resnet50_maxq-2of8_imagenet.pth --n 2 --m 8
+# A 2:8 sparse ImageNet ResNet-50
+# converted by tools/convert_checkpoint.py with raw weights (MaxQ recomputes S(W), as the
+# ImageNet model did):
+#   python tools/convert_checkpoint.py SRC \
+#       checkpoints/resnet50_maxq-2of8_imagenet.pth --n 2 --m 8
 sparse_imagenet_checkpoint = 'checkpoints/resnet50_maxq-2of8_imagenet.pth'
 
 model = dict(

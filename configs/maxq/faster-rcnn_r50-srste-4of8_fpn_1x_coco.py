@@ -1,7 +1,9 @@
 _base_ = ['mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py', '../_base_/sparsity_runtime.py']
 
-# A 4:8 sparse ImageNet ResNet-50 converted by tools/convert_checkpoint.py (folded W * L: a fixed point of the hard mask):
-#   python tools/convert_checkpoint.py SRC checkpoints/resnet50_srste-4of8_imagenet.pth --n 4 --m 8 --method srste
+# A 4:8 sparse ImageNet ResNet-50
+# converted by tools/convert_checkpoint.py folded (W * L, a fixed point of the hard mask):
+#   python tools/convert_checkpoint.py SRC \
+#       checkpoints/resnet50_srste-4of8_imagenet.pth --n 4 --m 8 --method srste
 sparse_imagenet_checkpoint = 'checkpoints/resnet50_srste-4of8_imagenet.pth'
 
 model = dict(
