@@ -6,7 +6,7 @@ into MMDetection's ResNet with no missing or unexpected keys::
 
     python tools/convert_checkpoint.py maxq_r50_2of8.pth checkpoints/r50_2of8_backbone.pth \\
         --n 2 --m 8
-    # then, in a config (a SparseDetector's backbone is model.architecture.backbone):
+    # then, in a config (a SparseDetector config keeps the detector's model.backbone):
     model = dict(backbone=dict(init_cfg=dict(
         type='Pretrained', checkpoint='checkpoints/r50_2of8_backbone.pth')))
 
