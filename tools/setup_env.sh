@@ -17,6 +17,7 @@ TORCH_VERSION=2.13.0
 MMCV_VERSION=2.1.0
 MMENGINE_VERSION=0.10.7
 MMDET_VERSION=3.3.0
+MMPRETRAIN_VERSION=1.2.0
 
 say() { printf '[setup] %s\n' "$*"; }
 
@@ -45,12 +46,22 @@ except metadata.PackageNotFoundError:
 PYEOF
 }
 
+TORCHVISION_VERSION=0.28.0
 torch_now="$(installed torch)"
-if [ -n "$torch_now" ]; then
-    say "torch $torch_now present, kept"
+if [ -n "$torch_now" ] && "$PY" -c 'import torch, torchvision' >/dev/null 2>&1; then
+    say "torch $torch_now and torchvision $(installed torchvision) present, kept"
+elif [ -n "$torch_now" ] && [ "${torch_now%+cpu}" = "$torch_now" ]; then
+    # A torch that is not the +cpu wheel (e.g. a CUDA build in the interpreter): keep it and add
+    # the torchvision of the same release (torchvision 0.X+15 pairs with torch 2.X).
+    tv_minor=$(( $(printf '%s' "$torch_now" | cut -d. -f2) + 15 ))
+    say "torch $torch_now present, kept; installing its torchvision 0.$tv_minor"
+    "${PIP[@]}" "torch==${torch_now%%+*}" "torchvision==0.$tv_minor.*"
 else
-    say "installing torch==$TORCH_VERSION"
-    "${PIP[@]}" "torch==$TORCH_VERSION"
+    # The registry's torchvision wheels are CUDA builds, which cannot load beside the +cpu torch
+    # ("operator torchvision::nms does not exist"); the CUDA build of torch runs on CPU-only
+    # machines, so install that one (pip would otherwise prefer the local +cpu wheel).
+    say "installing torch==$TORCH_VERSION (CUDA build, runs on CPU too) and torchvision==$TORCHVISION_VERSION (about 1.4 GB)"
+    "${PIP[@]}" "torch==$TORCH_VERSION,!=$TORCH_VERSION+cpu" "torchvision==$TORCHVISION_VERSION"
 fi
 
 if [ "$(installed mmcv)" = "$MMCV_VERSION" ] && "$PY" -c 'import mmcv.ops' >/dev/null 2>&1; then
@@ -65,11 +76,11 @@ else
 fi
 
 if [ "$(installed mmengine)" != "$MMENGINE_VERSION" ] || [ "$(installed mmdet)" != "$MMDET_VERSION" ] \
-   || [ -z "$(installed pycocotools)" ]; then
-    say "installing mmengine $MMENGINE_VERSION, mmdet $MMDET_VERSION, pycocotools"
-    "${PIP[@]}" "mmengine==$MMENGINE_VERSION" "mmdet==$MMDET_VERSION" pycocotools
+   || [ "$(installed mmpretrain)" != "$MMPRETRAIN_VERSION" ] || [ -z "$(installed pycocotools)" ]; then
+    say "installing mmengine $MMENGINE_VERSION, mmdet $MMDET_VERSION, mmpretrain $MMPRETRAIN_VERSION, pycocotools"
+    "${PIP[@]}" "mmengine==$MMENGINE_VERSION" "mmdet==$MMDET_VERSION" "mmpretrain==$MMPRETRAIN_VERSION" pycocotools
 else
-    say "mmengine $MMENGINE_VERSION, mmdet $MMDET_VERSION, pycocotools present"
+    say "mmengine $MMENGINE_VERSION, mmdet $MMDET_VERSION, mmpretrain $MMPRETRAIN_VERSION, pycocotools present"
 fi
 
 stamp="$VENV/.mmdet-maxq-installed"
@@ -82,4 +93,4 @@ else
     printf '%s' "$want" > "$stamp"
 fi
 
-"$PY" -c 'import mmdet_maxq, torch, mmcv, mmengine, mmdet; print("[setup] ready: torch", torch.__version__, "mmcv", mmcv.__version__, "mmengine", mmengine.__version__, "mmdet", mmdet.__version__)'
+"$PY" -c 'import mmdet_maxq, torch, torchvision, mmcv, mmengine, mmdet, mmpretrain; print("[setup] ready: torch", torch.__version__, "torchvision", torchvision.__version__, "mmcv", mmcv.__version__, "mmengine", mmengine.__version__, "mmdet", mmdet.__version__, "mmpretrain", mmpretrain.__version__)'

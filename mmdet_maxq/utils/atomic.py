@@ -54,3 +54,36 @@ def atomic_write(path: str, write: Callable[[IO], None], binary: bool = True) ->
         if osp.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def check_new_path(path: str, overwrite: bool = False, flag: str = '--overwrite') -> None:
+    """Refuse to replace an existing ``path`` unless ``overwrite``: the one home of that rule.
+
+    Args:
+        path (str): A destination file or folder.
+        overwrite (bool): Whether replacing it was asked for. Defaults to False.
+        flag (str): How the caller asks for it, named in the error. Defaults to
+            ``'--overwrite'``.
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+    """
+    if osp.exists(path) and not overwrite:
+        raise FileExistsError(f'{path} exists; pass {flag} to replace it')
+
+
+def write_new_file(path: str, write: Callable[[IO], None], binary: bool = True,
+                   overwrite: bool = False) -> None:
+    """:func:`check_new_path`, then :func:`atomic_write`: a new file, complete or not at all.
+
+    Args:
+        path (str): Destination (its folder is created when missing).
+        write (callable): Writes the content to the open file it is given.
+        binary (bool): Open the file in binary mode. Defaults to True.
+        overwrite (bool): Replace an existing file. Defaults to False.
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is False (nothing written).
+    """
+    check_new_path(path, overwrite)
+    atomic_write(path, write, binary=binary)
