@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Create (or refresh) the project's virtual environment and install the stack that
-# ../shared/DESIGN.md section 2 describes. Idempotent: each step checks what is already
-# installed and skips itself, so a second run takes seconds.
+# Create (or refresh) the project's virtual environment and install the supported stack:
+# torch 2.13 + torchvision 0.28, mmcv 2.1.0 built from source with its ops, mmengine 0.10.7,
+# mmdet 3.3.0, mmpretrain 1.2.0, pycocotools, and this package (editable, with its test extra).
+# Idempotent: each step checks what is already installed and skips itself, so a second run takes
+# seconds.
 #
 # Environment:
 #   VENV    where the environment lives (default: .venv in the repository root)
