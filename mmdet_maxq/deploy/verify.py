@@ -347,11 +347,13 @@ def compare_predictions(reference: nn.Module, batches: Sequence[dict], plain_out
     if not rows:
         return rows, Check('predictions', title, False, 'no sample image to compare')
     bad = [row.image for row in rows if not row.passed]
-    what = 'detections' if any('bboxes' in out for out, _ in plain_outputs) else 'predictions'
-    detail = (f'{len(rows)} images, {sum(r.detections for r in rows)} {what}; max rel. |box| '
-              f'diff {max(r.box_diff for r in rows):.2e}, max |score| diff '
-              f'{max(r.score_diff for r in rows):.2e}, max rel. feature diff '
-              f'{max(r.feature_diff for r in rows):.2e}')
+    if any('bboxes' in out for out, _ in plain_outputs):
+        detail = (f'{len(rows)} images, {sum(r.detections for r in rows)} detections; max rel. '
+                  f'|box| diff {max(r.box_diff for r in rows):.2e}, ')
+    else:
+        detail = f'{len(rows)} images, same class on {sum(r.labels_equal for r in rows)}; '
+    detail += (f'max |score| diff {max(r.score_diff for r in rows):.2e}, max rel. feature diff '
+               f'{max(r.feature_diff for r in rows):.2e}')
     if bad:
         detail = f'differ on {", ".join(bad)}; ' + detail
     return rows, Check('predictions', title, not bad, detail)

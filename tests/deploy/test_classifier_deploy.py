@@ -186,3 +186,14 @@ def test_tool_deploys_a_sparse_classifier_config(tmp_path):
     assert result.report.passed
     assert Config.fromfile(result.config).model.type == 'ImageClassifier'
     assert sorted(os.listdir(tmp_path / 'deploy')) == ['model.pth', 'model.py']
+
+
+@pytest.mark.cuda
+def test_export_on_cuda_compares_on_the_same_device(tmp_path):
+    """``--device cuda``: the plain model runs on the GPU too, TF32 off, within the default
+    relative tolerance."""
+    model = _sparse_classifier().cuda()
+    result = export_verified(model, Config(classifier_cfg()), str(tmp_path / 'model.pth'),
+                             num_images=2)
+    assert result.report.passed
+    assert 'on cuda:0' in result.report.checks[1].detail
