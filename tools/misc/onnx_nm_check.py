@@ -242,9 +242,10 @@ def compare_outputs(reference: List[np.ndarray], outputs: List[np.ndarray]) -> s
     if dets.shape != ort_dets.shape:
         return f'detections differ: {len(dets)} in PyTorch, {len(ort_dets)} in ONNX Runtime'
     scale = max(1.0, float(np.abs(dets[:, :4]).max())) if len(dets) else 1.0
-    text = (f'{len(dets)} detections, labels equal: {bool(np.array_equal(labels, ort_labels))}, '
-            f'max rel. |box| diff {np.abs(dets[:, :4] - ort_dets[:, :4]).max(initial=0) / scale:.2e}'
-            f', max |score| diff {np.abs(dets[:, 4] - ort_dets[:, 4]).max(initial=0):.2e}')
+    box_diff = np.abs(dets[:, :4] - ort_dets[:, :4]).max(initial=0) / scale
+    score_diff = np.abs(dets[:, 4] - ort_dets[:, 4]).max(initial=0)
+    text = (f'{len(dets)} output rows, labels equal: {bool(np.array_equal(labels, ort_labels))}, '
+            f'max rel. |box| diff {box_diff:.2e}, max |score| diff {score_diff:.2e}')
     if len(reference) > 2:
         text += (f', mask values max |diff| '
                  f'{np.abs(reference[2] - outputs[2]).max(initial=0):.2e}')
