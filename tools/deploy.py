@@ -145,12 +145,12 @@ def main(argv=None):
     except DeployError as err:
         raise CliError(f'{args.config}: {err}') from None
     init_default_scope(cfg.get('default_scope', kind.package))
-    try:
-        model = kind.registry().build(cfg.model)
-    except KeyError as err:
-        raise CliError(f'{args.config}: cannot build {kind.sparse_type} ({err}); this install '
-                       f'of mmdet_maxq does not register it in {kind.package}\'s MODELS'
-                       ) from None
+    registry = kind.registry()
+    if registry.get(kind.sparse_type) is None:
+        raise CliError(f'{args.config}: {kind.sparse_type} is not registered in '
+                       f'{kind.package}.registry.MODELS; this install of mmdet_maxq cannot '
+                       f'build a sparse {kind.name}')
+    model = registry.build(cfg.model)
     if sparsity_settings(model) is None:
         raise CliError(f'{args.config} builds a plain {type(model).__name__}, not a sparse '
                        f'{kind.name}')
