@@ -1,19 +1,22 @@
-"""Fold a trained sparse detector into a plain MMDetection checkpoint with exact N:M weights.
+"""Fold a trained sparse model into a plain MMDetection / mmpretrain checkpoint, exact N:M.
 
-Writes OUT (the plain detector's checkpoint) and, beside it, OUT with ``.py`` (its config),
-after verifying from temporary files that (a) every folded conv is exactly N:M, (b) plain
-MMDetection builds the config and loads the checkpoint strictly and (c) the plain model's
-predictions on sample images equal the sparse model's. On failure nothing is written.
-Masks are recomputed at preserve rate 0 before folding, so any checkpoint of the schedule
-exports an exact N:M model. The config is CONFIG (after ``--cfg-options``) with the detector's
-own model type, without this package's ``custom_imports``, hooks and DDP wrapper: the
-verification loads both files in a process where ``mmdet_maxq`` cannot be imported::
+CONFIG is a sparse detector (``type='SparseDetector'``) or classifier
+(``type='SparseClassifier'``) config; the kind follows from its model type. Writes OUT (the
+plain model's checkpoint) and, beside it, OUT with ``.py`` (its config), after verifying from
+temporary files that (a) every folded conv is exactly N:M, (b) plain MMDetection (mmpretrain
+for a classifier) builds the config and loads the checkpoint strictly and (c) the plain
+model's predictions on sample images equal the sparse model's, both on ``--device`` with TF32
+off, within a relative tolerance (``--tol``). On failure nothing is written. Masks are
+recomputed at preserve rate 0 before folding, so any checkpoint of the schedule exports an
+exact N:M model. The config is CONFIG (after ``--cfg-options``) with the plain model's own
+type (``MaskRCNN``, ``ImageClassifier``), without this package's ``custom_imports``, hooks and
+DDP wrapper, with a top-level ``test_pipeline``: the verification loads both files in a
+process where ``mmdet_maxq`` cannot be imported::
 
     python tools/deploy.py CONFIG CHECKPOINT deploy/model.pth
     python tools/test.py deploy/model.py deploy/model.pth
 """
 import argparse
-import os.path as osp
 import sys
 
 from mmengine.config import DictAction
@@ -24,10 +27,10 @@ from rich.progress import track
 from rich.table import Table
 
 import mmdet_maxq  # noqa: F401  registers the wrapper, fixes checkpoint loading
-from mmdet.registry import MODELS
 from mmdet_maxq.cli import CliError, check_checkpoint_file, load_config
-from mmdet_maxq.deploy import (DeployError, VerificationError, VerificationReport,
-                               check_sparse_config, deploy_paths, export_verified)
+from mmdet_maxq.deploy import (CLASSIFIER, DEFAULT_TOLERANCE, DeployError, VerificationError,
+                               VerificationReport, check_sparse_config, deploy_paths,
+                               export_verified)
 from mmdet_maxq.models import sparsity_settings
 
 
@@ -41,18 +44,21 @@ def parse_args(argv=None) -> argparse.Namespace:
         argparse.Namespace: The parsed arguments.
     """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('config', help="the sparse detector config (type='SparseDetector')")
+    parser.add_argument('config', help="the sparse detector or classifier config "
+                        "(type='SparseDetector' or 'SparseClassifier')")
     parser.add_argument('checkpoint', help='the trained checkpoint')
     parser.add_argument('out', help='checkpoint to write, e.g. deploy/model.pth (the config is '
                         'written beside it, e.g. deploy/model.py)')
     parser.add_argument('--overwrite', action='store_true', help='replace existing outputs')
     parser.add_argument('--num-images', type=int, default=4,
                         help='sample images for the prediction check (default 4)')
-    parser.add_argument('--atol', type=float, default=1e-4,
-                        help='tolerance on boxes and scores (default 1e-4)')
+    parser.add_argument('--tol', '--atol', dest='tol', type=float, default=DEFAULT_TOLERANCE,
+                        help='relative tolerance of the prediction check: boxes may differ by '
+                        'tol * max(1, largest |coordinate|), scores by tol (default '
+                        f'{DEFAULT_TOLERANCE:g})')
     parser.add_argument('--device', default='cpu',
-                        help='device of the sparse model (default cpu); the plain model is '
-                        'verified on the CPU')
+                        help='device of the sparse and of the plain model in the check '
+                        '(default cpu), e.g. cuda')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value pairs')
     return parser.parse_args(argv)
@@ -88,9 +94,17 @@ def print_report(console: Console, report: VerificationReport) -> None:
         table.add_row(f'({"abc"[["nm", "load", "predictions"].index(check.key)]}) {check.title}',
                       '[green]PASS[/green]' if check.passed else '[red]FAIL[/red]', check.detail)
     console.print(table)
-    if report.images:
+    if report.images and report.kind == CLASSIFIER.name:
         table = Table(title=f'predictions on {report.image_source}')
-        for col in ('image', 'detections (sparse / plain)', 'labels equal', 'max |box| diff',
+        for col in ('image', 'same class', 'max |score| diff', 'rel. feature diff', 'ok'):
+            table.add_column(col)
+        for row in report.images:
+            table.add_row(row.image, str(row.labels_equal), f'{row.score_diff:.2e}',
+                          f'{row.feature_diff:.2e}', 'yes' if row.passed else '[red]no[/red]')
+        console.print(table)
+    elif report.images:
+        table = Table(title=f'predictions on {report.image_source}')
+        for col in ('image', 'detections (sparse / plain)', 'labels equal', 'rel. |box| diff',
                     'max |score| diff', 'rel. feature diff', 'mask pixels differing', 'ok'):
             table.add_column(col)
         for row in report.images:
@@ -113,29 +127,33 @@ def main(argv=None):
     """
     args = parse_args(argv)
     try:
-        ckpt_out, cfg_out = deploy_paths(args.out)
+        deploy_paths(args.out, args.overwrite)  # fail before loading anything
     except DeployError as err:
         raise CliError(str(err)) from None
-    for path in (ckpt_out, cfg_out):
-        if osp.exists(path) and not args.overwrite:
-            raise CliError(f'{path} exists; pass --overwrite to replace it or choose another OUT')
+    except FileExistsError as err:
+        raise CliError(f'{err} or choose another OUT') from None
     if args.num_images < 1:
         raise CliError(f'--num-images must be >= 1, got {args.num_images}')
-    if args.atol < 0:
-        raise CliError(f'--atol must be >= 0, got {args.atol}')
+    if not args.tol >= 0:
+        raise CliError(f'--tol must be >= 0, got {args.tol}')
     cfg = load_config(args.config)
     check_checkpoint_file(args.checkpoint)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     try:
-        check_sparse_config(cfg)
+        kind = check_sparse_config(cfg)
     except DeployError as err:
         raise CliError(f'{args.config}: {err}') from None
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    model = MODELS.build(cfg.model)
+    init_default_scope(cfg.get('default_scope', kind.package))
+    registry = kind.registry()
+    if registry.get(kind.sparse_type) is None:
+        raise CliError(f'{args.config}: {kind.sparse_type} is not registered in '
+                       f'{kind.package}.registry.MODELS; this install of mmdet_maxq cannot '
+                       f'build a sparse {kind.name}')
+    model = registry.build(cfg.model)
     if sparsity_settings(model) is None:
         raise CliError(f'{args.config} builds a plain {type(model).__name__}, not a sparse '
-                       'detector')
+                       f'{kind.name}')
     try:
         checkpoint = load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True,
                                      logger='current')
@@ -148,7 +166,7 @@ def main(argv=None):
     try:
         result = export_verified(model, cfg, args.out, source_checkpoint=args.checkpoint,
                                  source_meta=checkpoint.get('meta'),
-                                 num_images=args.num_images, atol=args.atol,
+                                 num_images=args.num_images, tol=args.tol,
                                  overwrite=args.overwrite, progress=_progress)
     except DeployError as err:
         raise CliError(str(err)) from None
@@ -163,7 +181,8 @@ def main(argv=None):
                       'preserve rate 0 differ from the checkpoint\'s (saved mid-schedule or '
                       'before the last optimizer step); the export follows the recomputed ones')
     console.print(f'folded {len(result.folded)} {s.method} {s.n}:{s.m} convs; wrote '
-                  f'{result.checkpoint} and {result.config}\nrun it with plain MMDetection: '
+                  f'{result.checkpoint} and {result.config}\nrun it with plain '
+                  f'{"mmpretrain" if kind is CLASSIFIER else "MMDetection"}\'s tools/test.py: '
                   f'python tools/test.py {result.config} {result.checkpoint}')
     return result
 

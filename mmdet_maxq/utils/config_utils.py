@@ -1,20 +1,58 @@
 """Config look-ups shared by the tools and the deploy verification."""
-from typing import Tuple
+from typing import List, Optional, Tuple
 
 from mmengine.config import Config
 
 
+def find_test_pipeline(cfg) -> Optional[List[dict]]:
+    """The test pipeline: ``test_dataloader.dataset.pipeline``, through dataset wrappers.
+
+    Wrappers (``RepeatDataset``, ``ClassBalancedDataset``, ``ConcatDataset``, ...) are walked
+    down through their ``dataset`` (or the first of their ``datasets``) until a dataset with a
+    ``pipeline`` is found. Without a test dataloader the top-level ``test_pipeline`` is used.
+
+    Args:
+        cfg (Config | dict): The full config.
+
+    Returns:
+        list[dict] | None: The pipeline steps, or None when the config has none.
+    """
+    dataset = (cfg.get('test_dataloader') or {}).get('dataset')
+    while isinstance(dataset, dict):
+        if dataset.get('pipeline'):
+            return list(dataset['pipeline'])
+        inner = dataset.get('dataset')
+        if inner is None and dataset.get('datasets'):
+            inner = dataset['datasets'][0]
+        dataset = inner
+    top = cfg.get('test_pipeline')
+    return list(top) if top else None
+
+
+def _size_hw(size) -> Tuple[int, int]:
+    """A crop or resize size as ``(H, W)``: an int is square, a pair is ``(W, H)``."""
+    if isinstance(size, int):
+        return size, size
+    w, h = size
+    return h, w
+
+
 def pipeline_test_scale(cfg: Config, default=(800, 1333)) -> Tuple[int, int]:
-    """``(H, W)`` of the test pipeline's ``Resize`` (keep-ratio scales as short x long side).
+    """``(H, W)`` of the test pipeline's images (:func:`find_test_pipeline`).
+
+    The last step that fixes the size wins: a ``Resize`` with a ``scale`` (keep-ratio scales
+    as short x long side) or a ``CenterCrop`` with a ``crop_size`` (mmpretrain).
 
     Args:
         cfg (Config): The full config.
-        default (tuple[int, int]): Returned when the pipeline has no ``Resize`` with a scale.
-            Defaults to MMDetection's COCO test scale ``(800, 1333)``.
+        default (tuple[int, int]): Returned when no step fixes the size. Defaults to
+            MMDetection's COCO test scale ``(800, 1333)``.
     """
-    pipeline = (cfg.get('test_dataloader') or {}).get('dataset', {}).get('pipeline', [])
-    for step in pipeline:
+    size = tuple(default)
+    for step in find_test_pipeline(cfg) or []:
         if step.get('type') == 'Resize' and step.get('scale'):
-            w, h = step['scale']
-            return (min(w, h), max(w, h)) if step.get('keep_ratio') else (h, w)
-    return tuple(default)
+            h, w = _size_hw(step['scale'])
+            size = (min(w, h), max(w, h)) if step.get('keep_ratio') else (h, w)
+        elif step.get('type') == 'CenterCrop' and step.get('crop_size'):
+            size = _size_hw(step['crop_size'])
+    return size
