@@ -1,5 +1,5 @@
 """Re-estimate the BN running statistics on the sparse forward before training starts."""
-from typing import List, Optional, Tuple
+from typing import Callable, Iterable, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -19,7 +19,8 @@ def batch_norms(model: nn.Module) -> List[Tuple[str, _BatchNorm]]:
 
 
 @torch.no_grad()
-def recalibrate_batch_norms(model: nn.Module, batches, num_batches: int) -> int:
+def recalibrate_batch_norms(model: nn.Module, forward: Callable[[object], object],
+                            batches: Iterable, num_batches: int) -> int:
     """Replace every BN layer's running statistics by those of ``model``'s forward on
     ``batches``: their plain average over ``num_batches`` batches.
 
@@ -29,8 +30,10 @@ def recalibrate_batch_norms(model: nn.Module, batches, num_batches: int) -> int:
     training / eval modes and momenta are restored afterwards.
 
     Args:
-        model (nn.Module): The model (its data preprocessor is applied to each batch).
-        batches (Iterable): Data batches as a dataloader yields them.
+        model (nn.Module): The model whose BN layers are re-estimated.
+        forward (callable): Runs ``model`` on one batch (e.g. preprocess, then
+            ``model(**data, mode='tensor')``).
+        batches (Iterable): Data batches, each passed to ``forward``.
         num_batches (int): How many batches to average over (fewer when ``batches`` ends).
 
     Returns:
@@ -46,14 +49,10 @@ def recalibrate_batch_norms(model: nn.Module, batches, num_batches: int) -> int:
             bn.reset_running_stats()
             bn.momentum = None  # cumulative moving average: the plain mean over batches
             bn.train()
-        for data in batches:
+        for batch in batches:
             if used >= num_batches:
                 break
-            data = model.data_preprocessor(data, training=False)
-            if isinstance(data, dict):
-                model(**data, mode='tensor')
-            else:
-                model(*data, mode='tensor')
+            forward(batch)
             used += 1
     finally:
         for name, bn in norms:
@@ -61,6 +60,18 @@ def recalibrate_batch_norms(model: nn.Module, batches, num_batches: int) -> int:
         for name, mod in model.named_modules():
             mod.training = modes[name]
     return used
+
+
+def _tensor_forward(model: nn.Module) -> Callable[[object], object]:
+    """One data batch through ``model``'s preprocessor and its ``mode='tensor'`` forward."""
+
+    def forward(batch):
+        data = model.data_preprocessor(batch, training=False)
+        if isinstance(data, dict):
+            return model(**data, mode='tensor')
+        return model(*data, mode='tensor')
+
+    return forward
 
 
 @HOOKS.register_module()
@@ -112,7 +123,8 @@ class BNRecalibrationHook(Hook):
         preserve = self.first_preserve_rate(runner)
         if preserve is not None:
             set_preserve_rate(model, preserve)
-        self.used = recalibrate_batch_norms(model, runner.train_dataloader, self.num_batches)
+        self.used = recalibrate_batch_norms(model, _tensor_forward(model),
+                                            runner.train_dataloader, self.num_batches)
         if get_world_size() > 1:
             for _, bn in batch_norms(model):
                 all_reduce(bn.running_mean, op='mean')
