@@ -9,6 +9,8 @@ _base_ = ['mmpretrain::_base_/default_runtime.py']
 custom_imports = dict(imports=['mmdet_maxq'], allow_failed_imports=False)
 
 train_cfg = dict(by_epoch=True, max_epochs=120, val_interval=1)
+val_cfg = dict()
+test_cfg = dict()
 optim_wrapper = dict(
     type='AmpOptimWrapper',
     loss_scale='dynamic',
