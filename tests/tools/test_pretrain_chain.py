@@ -108,7 +108,7 @@ def detector_run(classifier_run, synthetic_coco, tmp_path_factory):
 def test_detector_starts_from_the_classifier_and_deploys(detector_run, synthetic_coco, tmp_path):
     work, checkpoint, log = detector_run
     assert 'SparseDetector: FasterRCNN with method=maxq 2:8' in log
-    assert 'DenseStartCheckHook' not in log  # the classifier's checkpoint carries its masks
+    assert 'DenseStartCheckHook:' not in log  # the classifier's checkpoint carries its masks
     assert 'missing keys' not in log and 'unexpected key' not in log and 'size mismatch' \
         not in log
     out = tmp_path / 'deploy' / 'detector.pth'
@@ -165,13 +165,12 @@ def test_bad_checkpoints_give_one_clear_line(classifier_run, synthetic_coco,
     classifier_work, _ = classifier_run
     checkpoint = osp.join(classifier_work, 'epoch_2.pth')
     # A classifier config that names a missing checkpoint.
-    for option in ('load_from=' + str(tmp_path / 'missing.pth'),
-                   INIT.replace('model.backbone.init_cfg.checkpoint=',
-                                'model.backbone.init_cfg=') + 'dict(type=Pretrained,'
-                   f'checkpoint={tmp_path / "missing.pth"})'):
+    missing = str(tmp_path / 'missing.pth')
+    for options in (['load_from=' + missing],
+                    ['model.init_cfg.type=Pretrained', 'model.init_cfg.checkpoint=' + missing]):
         work = tmp_path / 'w1'
         proc = run_tool(['tools/train.py', CLASSIFIER, '--work-dir', str(work),
-                         '--cfg-options', option, *imagenet_options(synthetic_imagenet)],
+                         '--cfg-options', *options, *imagenet_options(synthetic_imagenet)],
                         check=False)
         assert proc.returncode != 0 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
         assert 'missing.pth' in proc.stderr and 'does not exist' in proc.stderr
