@@ -6,7 +6,7 @@ import re
 import pytest
 import torch.nn as nn
 from mmengine.config import Config
-from mmengine.registry import init_default_scope
+from mmengine.registry import DefaultScope
 from mmpretrain.registry import MODELS
 
 import mmdet_maxq  # noqa: F401
@@ -22,6 +22,13 @@ EXPECTED = {'resnet50-maxq-2of4', 'resnet50-maxq-1of4', 'resnet50-maxq-2of8',
             'mobilenet-v2-maxq-2of4', 'mobilenet-v2-maxq-1of4', 'resnet50-srste-2of4'}
 # backbone convs: all, of which sparse (the stem and, for MobileNetV2, the depthwise stay dense)
 CONVS = {'18': (20, 19), '34': (36, 35), '50': (53, 52), 'mobilenet-v2': (52, 34)}
+
+@pytest.fixture(autouse=True)
+def mmpretrain_scope():
+    """Build from mmpretrain's registries, leaving the default scope as it was afterwards."""
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        yield
+
 
 
 def test_the_papers_configs_are_all_there():
@@ -51,7 +58,6 @@ def test_recipe_and_model(path, one_thread):
     assert (schedule.kind, schedule.start, schedule.end, schedule.by_epoch) == \
         ('linear', 0, 30, True)
     assert hooks['SRSTEDecayHook'].decay == 2e-4
-    init_default_scope('mmpretrain')
     model = MODELS.build(cfg.model)
     assert type(model).__name__ == 'ImageClassifier'
     settings = sparsity_settings(model)

@@ -3,13 +3,20 @@ import hashlib
 import os
 
 import pytest
-from mmengine.registry import init_default_scope
+from mmengine.registry import DefaultScope
 from mmpretrain.registry import DATASETS
 
 import mmdet_maxq  # noqa: F401
 from mmdet_maxq.datasets import make_synthetic_imagenet
 
 from ..conftest import run_tool
+
+@pytest.fixture(autouse=True)
+def mmpretrain_scope():
+    """Build from mmpretrain's registries, leaving the default scope as it was afterwards."""
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        yield
+
 
 
 def digest(root):
@@ -34,7 +41,6 @@ def test_same_arguments_same_bytes_and_mmpretrain_reads_it(tmp_path):
                             val_per_class=2, image_size=24, seed=6)
     assert digest(tmp_path / 'a') != digest(tmp_path / 'c')
     assert open(files['classes']).read().split() == ['class_00', 'class_01', 'class_02']
-    init_default_scope('mmpretrain')
     for split, count in (('train', 12), ('val', 6)):
         dataset = DATASETS.build(dict(
             type='CustomDataset', data_root=str(tmp_path / 'a'), ann_file=f'meta/{split}.txt',

@@ -5,7 +5,7 @@ import types
 
 import pytest
 import torch
-from mmengine.registry import init_default_scope
+from mmengine.registry import DefaultScope
 from mmpretrain.registry import MODELS
 
 import mmdet_maxq  # noqa: F401
@@ -14,6 +14,13 @@ from mmdet_maxq.engine.hooks import (BNRecalibrationHook, DenseStartCheckHook,
 from mmdet_maxq.engine.hooks.bn_recalibration_hook import (_tensor_forward, batch_norms,
                                                            recalibrate_batch_norms)
 from mmdet_maxq.models import set_preserve_rate, sparse_convs
+
+@pytest.fixture(autouse=True)
+def mmpretrain_scope():
+    """Build from mmpretrain's registries, leaving the default scope as it was afterwards."""
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        yield
+
 
 
 def classifier(sparse=True, seed=0):
@@ -28,7 +35,6 @@ def classifier(sparse=True, seed=0):
     if sparse:
         cfg = dict(cfg, type='SparseClassifier', classifier='ImageClassifier',
                    sparsity=dict(method='maxq', n=2, m=8))
-    init_default_scope('mmpretrain')
     return MODELS.build(cfg)
 
 
@@ -149,3 +155,11 @@ def test_sparse_checkpoint_or_incremental_start_passes():
     run = _load_through(classifier(), DenseStartCheckHook(refuse=True), dense_state,
                         incremental)
     assert not run.logger.lines
+
+
+def test_plain_classifier_gets_the_sparse_classifier_fix():
+    hook = BNRecalibrationHook(num_batches=1)
+    with pytest.raises(TypeError, match=r"BNRecalibrationHook needs a sparse model \(got a plain "
+                       r"ImageClassifier\); make the classifier sparse with "
+                       r"model=dict\(type='SparseClassifier', classifier='ImageClassifier'"):
+        hook.before_train(runner(classifier(sparse=False), [hook], batches(1)))

@@ -4,13 +4,20 @@ import pytest
 import torch
 import torch.nn as nn
 from mmdet.registry import MODELS as DET_MODELS
-from mmengine.registry import init_default_scope
+from mmengine.registry import DefaultScope
 from mmpretrain.registry import HOOKS as PRETRAIN_HOOKS
 from mmpretrain.registry import MODELS as PRETRAIN_MODELS
 
 import mmdet_maxq  # noqa: F401
 from mmdet_maxq.models import SparseConv2d, sparse_convs, sparsity_settings
 from mmdet_maxq.sparsity import is_nm_sparse
+
+@pytest.fixture(autouse=True)
+def mmpretrain_scope():
+    """Build from mmpretrain's registries, leaving the default scope as it was afterwards."""
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        yield
+
 
 
 def classifier_cfg(backbone, in_channels, n=2, m=8, method='maxq', num_classes=5):
@@ -28,7 +35,6 @@ def resnet(depth, width=16):
 
 
 def build(cfg):
-    init_default_scope('mmpretrain')
     return PRETRAIN_MODELS.build(cfg)
 
 
@@ -85,8 +91,8 @@ def test_one_mechanism_behind_both_names():
                        r"class, e.g. model=dict\(type='SparseClassifier', "
                        r"classifier='ImageClassifier'"):
         build(dict(type='SparseClassifier', sparsity=dict(n=2, m=8)))
-    with pytest.raises(ValueError, match=r'model.detector is missing'):
-        init_default_scope('mmdet')
+    with pytest.raises(ValueError, match=r'model.detector is missing'), \
+            DefaultScope.overwrite_default_scope('mmdet'):
         DET_MODELS.build(dict(type='SparseDetector', sparsity=dict(n=2, m=8)))
     with pytest.raises(ValueError, match=r'model.sparsity: unknown keys \[\'nn\'\]'):
         build(classifier_cfg(resnet(18), 128) | dict(sparsity=dict(nn=2)))
@@ -96,7 +102,6 @@ def test_one_mechanism_behind_both_names():
                                   'RandomStateHook', 'BNRecalibrationHook',
                                   'DenseStartCheckHook'])
 def test_hooks_found_by_an_mmpretrain_runner(name):
-    init_default_scope('mmpretrain')
     hook = PRETRAIN_HOOKS.build(dict(type=name))
     assert type(hook).__name__ == name
 
@@ -125,7 +130,11 @@ def _samples(batch):
 
 
 def _detector_backbone(method):
-    init_default_scope('mmdet')
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        return _build_detector(method).backbone
+
+
+def _build_detector(method):
     return DET_MODELS.build(dict(
         type='SparseDetector', detector='FasterRCNN',
         sparsity=dict(method=method, n=2, m=8, layers=['backbone.*']),
@@ -133,7 +142,7 @@ def _detector_backbone(method):
         backbone=dict(type='ResNet', depth=50, base_channels=16, frozen_stages=1,
                       norm_eval=True, out_indices=(0, 1, 2, 3), style='pytorch'),
         neck=dict(type='FPN', in_channels=[64, 128, 256, 512], out_channels=32, num_outs=5),
-        rpn_head=None, roi_head=None, train_cfg=None, test_cfg=None)).backbone
+        rpn_head=None, roi_head=None, train_cfg=None, test_cfg=None))
 
 
 @pytest.mark.parametrize('method', ['maxq', 'srste'])

@@ -192,12 +192,12 @@ def test_bad_checkpoints_give_one_clear_line(classifier_run, synthetic_coco,
 
 
 def test_dense_checkpoint_into_a_full_nm_fine_tune_warns(synthetic_coco, tmp_path):
-    from mmengine.registry import init_default_scope
+    from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
 
-    init_default_scope('mmpretrain')
-    dense = MODELS.build(dict(type='ImageClassifier', backbone=dict(
-        type='ResNet', depth=50, base_channels=16, stem_channels=16)))
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        dense = MODELS.build(dict(type='ImageClassifier', backbone=dict(
+            type='ResNet', depth=50, base_channels=16, stem_channels=16)))
     path = tmp_path / 'dense.pth'
     torch.save({'state_dict': dense.state_dict()}, path)
     proc = run_tool(['tools/train.py', DETECTOR, '--work-dir', str(tmp_path / 'w'),
