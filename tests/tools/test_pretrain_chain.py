@@ -15,6 +15,7 @@ from ..conftest import SINGLE_THREAD, data_options, run_tool
 
 CLASSIFIER = 'configs/synthetic/resnet50-tiny-maxq-2of8_synthetic-imagenet.py'
 DETECTOR = 'configs/synthetic/faster-rcnn_r50-tiny-maxq-2of8-from-classifier_fpn_synthetic.py'
+INCREMENTAL = 'configs/synthetic/faster-rcnn_r50-tiny-maxq-2of8-incremental_fpn_synthetic.py'
 INIT = 'model.backbone.init_cfg.checkpoint='
 
 
@@ -191,20 +192,41 @@ def test_bad_checkpoints_give_one_clear_line(classifier_run, synthetic_coco,
         assert not work.exists()
 
 
-def test_dense_checkpoint_into_a_full_nm_fine_tune_warns(synthetic_coco, tmp_path):
+@pytest.fixture(scope='module')
+def dense_classifier_checkpoint(tmp_path_factory):
+    """A plain (dense) mmpretrain ResNet-50 classifier of the detector's width."""
     from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
 
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         dense = MODELS.build(dict(type='ImageClassifier', backbone=dict(
             type='ResNet', depth=50, base_channels=16, stem_channels=16)))
-    path = tmp_path / 'dense.pth'
+    path = tmp_path_factory.mktemp('dense') / 'dense.pth'
     torch.save({'state_dict': dense.state_dict()}, path)
+    return str(path)
+
+
+def test_dense_checkpoint_into_a_full_nm_fine_tune_warns(dense_classifier_checkpoint,
+                                                         synthetic_coco, tmp_path):
+    path = dense_classifier_checkpoint
     proc = run_tool(['tools/train.py', DETECTOR, '--work-dir', str(tmp_path / 'w'),
-                     '--cfg-options', INIT + str(path), 'train_cfg.max_epochs=1',
+                     '--cfg-options', INIT + path, 'train_cfg.max_epochs=1',
                      'train_cfg.val_interval=2', 'train_dataloader.dataset.indices=2',
                      *data_options(synthetic_coco)], env=SINGLE_THREAD)
     log = proc.stdout + proc.stderr
     assert log.count('DenseStartCheckHook: 52 sparse convs (e.g. \'backbone.layer1.0.conv1\') '
                      'were loaded from a checkpoint without N:M masks') == 1
     assert '*-incremental config' in log
+
+
+def test_incremental_start_recalibrates_bn_under_mmdetections_runner(
+        dense_classifier_checkpoint, synthetic_coco, tmp_path):
+    proc = run_tool(['tools/train.py', INCREMENTAL, '--work-dir', str(tmp_path / 'w'),
+                     '--cfg-options', INIT + dense_classifier_checkpoint,
+                     'train_cfg.max_epochs=2', 'train_cfg.val_interval=3',
+                     'train_dataloader.dataset.indices=4', *data_options(synthetic_coco)],
+                    env=SINGLE_THREAD)
+    log = proc.stdout + proc.stderr
+    assert 'BNRecalibrationHook: re-estimated the running statistics of 53 BN layers on the ' \
+        'sparse forward (preserve rate 1.0) over 2 training batches' in log
+    assert 'DenseStartCheckHook:' not in log
