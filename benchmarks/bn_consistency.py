@@ -5,7 +5,8 @@ The backbone is the one of ``configs/maxq/faster-rcnn_r50-maxq-2of8-incremental_
 (MMDetection's R-50 settings: ``frozen_stages=1``, ``norm_eval=True``), shrunk (``--width``,
 ``--size``). A random-init dense ResNet-50 stands in for the ImageNet model: its BN statistics
 are estimated on the calibration images first, so that it is consistent with its data, as a
-trained model is. The same weights are then made MaxQ sparse (the config's ``n``/``m``) at
+trained model is (``--residual-gamma`` sets the scale of each block's last BN, small in
+trained ResNets, which bounds how the residual stages compound). The same weights are then made MaxQ sparse (the config's ``n``/``m``) at
 the first preserve rate of the incremental schedule (1.0 unless ``--preserve``), BN frozen with
 the dense statistics ("before"), and re-estimated on the sparse forward over the calibration
 images ("after", :func:`recalibrate_batch_norms`, what the hook runs). Statistics are measured
@@ -41,6 +42,9 @@ def parse_args():
     parser.add_argument('--batches', type=int, default=20, help='calibration batches')
     parser.add_argument('--preserve', type=float, default=1.0,
                         help='preserve rate of the sparse start (the schedule starts at 1)')
+    parser.add_argument('--residual-gamma', type=float, default=None,
+                        help="scale of each block's last BN (trained ResNets keep it small; "
+                        "default: PyTorch's init, 1)")
     parser.add_argument('--seed', type=int, default=0, help='random seed')
     return parser.parse_args()
 
@@ -77,6 +81,10 @@ def main():
     backbone_cfg.pop('init_cfg', None)
     backbone_cfg.base_channels = args.width
     dense = MODELS.build(backbone_cfg)
+    if args.residual_gamma is not None:
+        for block in (b for name in dense.res_layers for b in getattr(dense, name)):
+            last = block.norm3 if hasattr(block, 'norm3') else block.norm2
+            last.weight.data.fill_(args.residual_gamma)
     gen = torch.Generator().manual_seed(args.seed)
     calib = [images(gen, args.batch, args.size) for _ in range(args.batches)]
     held_out = torch.cat([images(gen, args.batch, args.size) for _ in range(4)])
@@ -94,7 +102,8 @@ def main():
           f'frozen_stages={backbone_cfg.frozen_stages}, norm_eval={backbone_cfg.norm_eval}; '
           f'MaxQ {sparsity.n}:{sparsity.m} on {len(sparse_convs(sparse))} convs at preserve '
           f'rate {args.preserve}; {args.batches}x{args.batch} calibration images of '
-          f'{args.size} px, {held_out.shape[0]} held-out')
+          f'{args.size} px, {held_out.shape[0]} held-out; residual BN scale '
+          f'{args.residual_gamma if args.residual_gamma is not None else 1.0}')
     print('| stage | dense mean / std | before: mean / std (std ratio, channel-mean err) '
           '| after: mean / std (std ratio, channel-mean err) |')
     print('| --- | --- | --- | --- |')
