@@ -6,8 +6,8 @@ The backbone is the one of ``configs/maxq/faster-rcnn_r50-maxq-2of8-incremental_
 ``--size``). A random-init dense ResNet-50 stands in for the ImageNet model: its BN statistics
 are estimated on the calibration images first, so that it is consistent with its data, as a
 trained model is (``--residual-gamma`` sets the scale of each block's last BN, small in
-trained ResNets, which bounds how the residual stages compound). The same weights are then made MaxQ sparse (the config's ``n``/``m``) at
-the first preserve rate of the incremental schedule (1.0 unless ``--preserve``), BN frozen with
+trained ResNets). The same weights are then made MaxQ sparse (the config's ``n``/``m``) at the
+first preserve rate of the incremental schedule (1.0 unless ``--preserve``), BN frozen with
 the dense statistics ("before"), and re-estimated on the sparse forward over the calibration
 images ("after", :func:`recalibrate_batch_norms`, what the hook runs). Statistics are measured
 on other, held-out images: per stage, the mean and std over all elements and the error of the
