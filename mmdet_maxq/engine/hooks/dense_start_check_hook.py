@@ -40,12 +40,12 @@ class DenseStartCheckHook(Hook):
     def before_run(self, runner) -> None:
         model = get_sparse_model(runner, type(self).__name__)
         for name, conv in sparse_convs(model):
-            self._handles.append(conv._register_load_state_dict_pre_hook(
+            self._handles.append(conv.register_load_state_dict_pre_hook(
                 self._make_recorder(name)))
 
     def _make_recorder(self, name: str):
 
-        def record(state_dict, prefix, *args):
+        def record(module, state_dict, prefix, *args):
             if prefix + 'weight' in state_dict:
                 self.loaded[name] = prefix + 'mask' in state_dict
 
