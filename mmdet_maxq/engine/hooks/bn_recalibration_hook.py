@@ -9,6 +9,7 @@ from mmdet.registry import HOOKS
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmdet_maxq.models.sparsify import set_preserve_rate
+from .sparsity_schedule_hook import SparsityScheduleHook
 from .utils import get_sparse_model
 
 
@@ -110,7 +111,7 @@ class BNRecalibrationHook(Hook):
     def first_preserve_rate(runner) -> Optional[float]:
         """The preserve rate the schedule hook gives the first iteration, if there is one."""
         for hook in runner.hooks:
-            if type(hook).__name__ == 'SparsityScheduleHook':
+            if isinstance(hook, SparsityScheduleHook):
                 # The schedule hook's own rule for counting epochs or iterations.
                 step = runner.epoch if hook._counts_epochs(runner) else runner.iter
                 return hook.rate_at(step)
