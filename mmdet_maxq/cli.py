@@ -164,6 +164,87 @@ def check_data_roots(cfg: Config, loaders: List[str]) -> None:
                                    'data_root and ann_file')
 
 
+
+def _pretrained_inits(cfg, key: str) -> Iterator:
+    """``(config key, checkpoint)`` of every ``init_cfg=dict(type='Pretrained', ...)`` under
+    ``cfg`` (nested dicts and lists, e.g. ``model.backbone.init_cfg``)."""
+    if isinstance(cfg, dict):
+        if cfg.get('type') == 'Pretrained' and isinstance(cfg.get('checkpoint'), str):
+            yield key + '.checkpoint', cfg['checkpoint']
+        for name, value in cfg.items():
+            yield from _pretrained_inits(value, f'{key}.{name}')
+    elif isinstance(cfg, (list, tuple)):
+        for idx, value in enumerate(cfg):
+            yield from _pretrained_inits(value, f'{key}.{idx}')
+
+
+def check_pretrained_checkpoints(cfg: Config) -> None:
+    """Refuse a model config whose ``Pretrained`` init names a local checkpoint that is
+    missing, unreadable, or of another architecture than the module it initialises.
+
+    Remote checkpoints (``torchvision://``, URLs) are MMEngine's to fetch and are not checked.
+    A local one is compared key by key and shape by shape (after its ``prefix``) with the state
+    of the module that carries the ``init_cfg``, built from ``cfg.model``: MMEngine's
+    ``Pretrained`` init loads non-strictly and would only log such a mismatch. ``mask`` buffers
+    of sparse convs may be absent (they follow from the weights).
+
+    Args:
+        cfg (Config): The full config (its ``model`` is searched).
+    """
+    inits = [(key, path) for key, path in _pretrained_inits(cfg.get('model'), 'model')
+             if not is_remote(path)]
+    for key, path in inits:
+        if not osp.exists(osp.expanduser(path)):
+            raise CliError(
+                f'{key} {path!r} does not exist; train the sparse ImageNet backbone first '
+                '(configs/imagenet/, its epoch_*.pth) or point the config at it with '
+                f'--cfg-options {key}=PATH')
+        check_checkpoint_file(path)
+    if inits:
+        _check_pretrained_shapes(cfg, inits)
+
+
+def _check_pretrained_shapes(cfg: Config, inits) -> None:
+    import torch
+    from mmengine.registry import MODELS, init_default_scope
+
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    model = MODELS.build(cfg.model)
+    for key, path in inits:
+        module_path = key[len('model.'):-len('.init_cfg.checkpoint')]
+        init = cfg.model
+        for part in key.split('.')[1:-1]:
+            init = init[int(part)] if isinstance(init, (list, tuple)) else init[part]
+        try:
+            module = model.get_submodule(module_path) if module_path else model
+        except AttributeError:
+            continue  # an init_cfg inside a list or of a non-module: MMEngine's to report
+        loaded = torch.load(osp.expanduser(path), map_location='cpu', weights_only=True)
+        state = loaded.get('state_dict', loaded) if isinstance(loaded, dict) else {}
+        prefix = init.get('prefix')
+        if prefix:
+            prefix = prefix if prefix.endswith('.') else prefix + '.'
+            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            if not state:
+                raise CliError(f'{key} {path!r} has no key starting with prefix {prefix!r} '
+                               f'({key[:-len("checkpoint")]}prefix); fix the prefix or the file')
+        expected = module.state_dict()
+        wrong = [f'{k}: checkpoint {tuple(v.shape)}, model {tuple(expected[k].shape)}'
+                 for k, v in state.items() if k in expected and
+                 isinstance(v, torch.Tensor) and v.shape != expected[k].shape]
+        missing = [k for k in expected if k not in state and not k.endswith('.mask')]
+        unexpected = [k for k in state if k not in expected]
+        if wrong or missing or unexpected:
+            parts = [f'{len(items)} {what} (e.g. {items[0]})' for what, items in
+                     (('keys of other shapes', wrong), ('missing keys', missing),
+                      ('unexpected keys', unexpected)) if items]
+            raise CliError(
+                f'{key} {path!r} does not fit {module_path or "the model"} '
+                f'({type(module).__name__}): ' + ', '.join(parts) + '. The checkpoint is of '
+                'another depth or width: set the config\'s depth / base_channels to the '
+                "checkpoint's, or use a checkpoint of this architecture")
+
+
 def setup_cpu_distributed(cfg: Config) -> None:
     """Start a CPU (gloo) process group for ``--launcher pytorch`` where there is no GPU.
 

@@ -13,8 +13,9 @@ from mmengine.runner import Runner
 
 import mmdet_maxq  # noqa: F401  registers the wrapper and hooks, fixes checkpoint loading
 from mmdet.utils import setup_cache_size_limit_of_dynamo
-from mmdet_maxq.cli import (CliError, check_checkpoint_file, check_data_roots, load_config,
-                            setup_cpu_distributed, teardown_distributed)
+from mmdet_maxq.cli import (CliError, check_checkpoint_file, check_data_roots,
+                            check_pretrained_checkpoints, load_config, setup_cpu_distributed,
+                            teardown_distributed)
 
 
 def parse_args(argv=None):
@@ -68,6 +69,7 @@ def build_config(args):
         cfg.load_from = args.resume
     elif cfg.get('load_from'):
         check_checkpoint_file(cfg.load_from)
+    check_pretrained_checkpoints(cfg)
     loaders = ['train_dataloader'] + (['val_dataloader'] if cfg.get('val_cfg') else [])
     check_data_roots(cfg, loaders)
     return cfg

@@ -6,6 +6,10 @@ _base_ = ['./sparsity_runtime.py']
 
 custom_hooks = [
     dict(type='SparsityScheduleHook', kind='cubic', start=0, end=8, by_epoch=True),
+    # Even at preserve rate 1 MaxQ's soft multipliers (1 + F + P) amplify the convs' outputs,
+    # while MMDetection's frozen BN (norm_eval=True) keeps the dense model's statistics: before
+    # the first iteration, re-estimate them on the sparse forward over 50 training batches.
+    dict(type='BNRecalibrationHook', num_batches=50),
     dict(type='SRSTEDecayHook', decay=2e-4),
     dict(type='SparsityLoggerHook', interval=50),
     dict(type='RandomStateHook'),

@@ -14,4 +14,7 @@ custom_hooks = [
     dict(type='SRSTEDecayHook', decay=2e-4),
     dict(type='SparsityLoggerHook', interval=50),
     dict(type='RandomStateHook'),
+    # Warns when the backbone was loaded without N:M masks (a dense checkpoint) although the
+    # schedule above makes it fully N:M at once.
+    dict(type='DenseStartCheckHook'),
 ]

@@ -35,6 +35,7 @@ import torch
 import torch.nn as nn
 from mmengine.config import Config
 
+from mmdet_maxq.engine.hooks import __all__ as HOOK_NAMES
 from mmdet_maxq.models.sparsify import SETTINGS_ATTR, sparse_convs, sparsity_settings
 from mmdet_maxq.utils.atomic import check_new_path, temp_file_beside
 from mmdet_maxq.utils.config_utils import find_test_pipeline
@@ -44,9 +45,8 @@ from .kinds import (ModelKind, find_sparse_kind, kind_of_model, kind_of_sparse_c
 from .verify import (DEFAULT_TOLERANCE, Check, Progress, VerificationReport, check_nm_layers,
                      compare_predictions, no_progress, run_plain_process, sample_batches)
 
-# This package's hooks; the plain config leaves them out.
-PACKAGE_HOOKS = ('SparsityScheduleHook', 'SparsityLoggerHook', 'SRSTEDecayHook',
-                 'RandomStateHook')
+# This package's hooks (every one it registers); the plain config leaves them out.
+PACKAGE_HOOKS = tuple(HOOK_NAMES)
 PACKAGE = 'mmdet_maxq'
 
 
