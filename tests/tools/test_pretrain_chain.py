@@ -135,12 +135,19 @@ model = init_model(Config.fromfile(config), checkpoint, device='cpu')
 model.eval()
 from mmpretrain.apis import ImageClassificationInferencer
 inferencer = ImageClassificationInferencer(model)
-print(json.dumps([int(r['pred_label']) for r in inferencer(images)]))
+print('PREDICTED ' + json.dumps([int(r['pred_label']) for r in inferencer(images)]))
 """
 
 
+def _predicted(stdout: str) -> list:
+    """The labels PREDICT printed (the inferencer may print progress lines around them)."""
+    lines = [line for line in stdout.splitlines() if line.startswith('PREDICTED ')]
+    assert len(lines) == 1, stdout[-2000:]
+    return json.loads(lines[0][len('PREDICTED '):])
+
+
 def test_classifier_deploys_to_plain_mmpretrain(classifier_run, synthetic_imagenet, tmp_path):
-    """Needs ``tools/deploy.py CLASSIFIER_CONFIG CKPT OUT`` (the deploy branch's work)."""
+    """The classifier deploys to a plain mmpretrain model that predicts the same classes."""
     work, _ = classifier_run
     trained = osp.join(work, 'epoch_2.pth')
     out = tmp_path / 'deploy' / 'classifier.pth'
@@ -154,11 +161,11 @@ def test_classifier_deploys_to_plain_mmpretrain(classifier_run, synthetic_imagen
     assert all(is_nm_sparse(state[k], 2, 8) for k in eligible)
     lines = open(osp.join(synthetic_imagenet, 'meta', 'val.txt')).read().split('\n')
     images = [osp.join(synthetic_imagenet, 'val', line.split()[0]) for line in lines if line]
-    sparse = run_tool(['-c', PREDICT, 'sparse', CLASSIFIER, trained, *images],
-                      env=SINGLE_THREAD).stdout.strip().splitlines()[-1]
-    plain = run_tool(['-I', '-c', PREDICT, 'plain', str(out.with_suffix('.py')), str(out),
-                      *images], env=SINGLE_THREAD).stdout.strip().splitlines()[-1]
-    assert json.loads(plain) == json.loads(sparse)
+    sparse = _predicted(run_tool(['-c', PREDICT, 'sparse', CLASSIFIER, trained, *images],
+                                 env=SINGLE_THREAD).stdout)
+    plain = _predicted(run_tool(['-I', '-c', PREDICT, 'plain', str(out.with_suffix('.py')),
+                                 str(out), *images], env=SINGLE_THREAD).stdout)
+    assert plain == sparse
 
 
 def test_bad_checkpoints_give_one_clear_line(classifier_run, synthetic_coco,
