@@ -83,9 +83,8 @@ def test_declared_python_version_is_true():
     parser = configparser.ConfigParser()
     parser.read(osp.join(REPO, 'setup.cfg'))
     spec = SpecifierSet(parser.get('options', 'python_requires'))
-    oldest = min(f'3.{minor}' for minor in range(6, 20) if f'3.{minor}' in spec)
-    assert oldest == '3.9'  # argparse.BooleanOptionalAction (tools/convert_checkpoint.py)
-    major, minor = map(int, oldest.split('.'))
+    major, minor = min((3, minor) for minor in range(6, 20) if f'3.{minor}' in spec)
+    assert (major, minor) == (3, 9)  # argparse.BooleanOptionalAction (convert_checkpoint.py)
     for folder in ('mmdet_maxq', 'tools', 'benchmarks', 'configs'):
         for path in pathlib.Path(REPO, folder).rglob('*.py'):
             ast.parse(path.read_text(), str(path), feature_version=(major, minor))

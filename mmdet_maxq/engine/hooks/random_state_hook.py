@@ -29,7 +29,10 @@ class RandomStateHook(Hook):
     here) and then re-seeds every generator from the checkpoint's seed, and the train sampler
     was built before the resume with a seed of its own (drawn afresh when the config sets none).
     So the states are put back once MMEngine is done: the sampler's seed in ``before_train``, the
-    generators in the first ``before_train_epoch``, before the first batch is loaded.
+    generators in the first ``before_train_epoch``, before the first batch is loaded. For the
+    same reason an uninterrupted run starts each epoch that follows an epoch-end checkpoint
+    from the states saved in it, so that validation in between (whose loader draws from the
+    torch stream) does not move the training streams: resumed or not, the epoch starts alike.
 
     DDP: MMEngine writes a checkpoint on rank 0 only, so at the epochs (iterations) where the
     ``CheckpointHook`` saves, every rank first sends its states to rank 0 (one
@@ -59,6 +62,8 @@ class RandomStateHook(Hook):
         # What a resume loaded, put back once MMEngine has re-seeded.
         self._resumed_state: Optional[dict] = None
         self._resumed_sampler_seed: Optional[int] = None
+        # This rank's states at the last epoch-end checkpoint, for the next epoch's start.
+        self._rewind: Optional[dict] = None
 
     # -- saving ------------------------------------------------------------------------------
 
@@ -68,16 +73,21 @@ class RandomStateHook(Hook):
 
     def after_train_epoch(self, runner) -> None:
         if _checkpoint_saves_now(runner, by_epoch=True):
-            self._gather(runner)
+            # The next epoch starts from these states, here as in a run resumed from this
+            # checkpoint: what runs in between (validation draws its loader's seed from the
+            # torch stream) leaves the training streams alone.
+            self._rewind = self._gather(runner)
 
-    def _gather(self, runner) -> None:
-        """Collect every rank's states on every rank (a no-op collective in one process)."""
+    def _gather(self, runner) -> dict:
+        """Collect every rank's states on every rank (a no-op collective in one process);
+        return this rank's."""
         state = _current_state()
         if get_world_size() > 1:
             states = dict(enumerate(all_gather_object(state)))
         else:
             states = {runner.rank: state}
         self._gathered = ((runner.epoch, runner.iter), states)
+        return state
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         position = (runner.epoch, runner.iter)
@@ -120,17 +130,20 @@ class RandomStateHook(Hook):
         self._resumed_sampler_seed = None
 
     def before_train_epoch(self, runner) -> None:
-        self._restore(runner)
+        state = self._resumed_state if self._resumed_state is not None else self._rewind
+        self._resumed_state = self._rewind = None
+        _set_state(state)
 
-    def _restore(self, runner) -> None:
-        state, self._resumed_state = self._resumed_state, None
-        if state is None:
-            return
-        random.setstate(state['python'])
-        np.random.set_state(state['numpy'])
-        torch.set_rng_state(_cpu_byte_tensor(state['torch']))
-        if 'cuda' in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([_cpu_byte_tensor(s) for s in state['cuda']])
+
+def _set_state(state: Optional[dict]) -> None:
+    """Put this process's generators back to ``state`` (None: leave them)."""
+    if state is None:
+        return
+    random.setstate(state['python'])
+    np.random.set_state(state['numpy'])
+    torch.set_rng_state(_cpu_byte_tensor(state['torch']))
+    if 'cuda' in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([_cpu_byte_tensor(s) for s in state['cuda']])
 
 
 def _current_state() -> dict:
