@@ -83,20 +83,28 @@ def test_accepts_states_moved_by_map_location():
     assert torch.rand(1) == expected[2]
 
 
-def _runner_with_sampler(sampler, **kwargs):
-    loop = types.SimpleNamespace(dataloader=types.SimpleNamespace(sampler=sampler))
+def _runner_with_sampler(sampler, batched=False, **kwargs):
+    if batched:  # MMDetection's AspectRatioBatchSampler: the loader's own sampler is unseeded
+        loader = types.SimpleNamespace(sampler=torch.utils.data.SequentialSampler(range(4)),
+                                       batch_sampler=types.SimpleNamespace(sampler=sampler))
+    else:
+        loader = types.SimpleNamespace(sampler=sampler)
+    loop = types.SimpleNamespace(dataloader=loader)
     return _runner(train_loop=loop, _train_loop=loop, **kwargs)
 
 
-def test_sampler_seed_saved_and_restored():
-    saving = _runner_with_sampler(types.SimpleNamespace(seed=1234))
+@pytest.mark.parametrize('batched', [False, True])
+def test_sampler_seed_saved_and_restored(batched):
+    # Without randomness.seed, MMEngine's drawn seed is a numpy integer.
+    saving = _runner_with_sampler(types.SimpleNamespace(seed=np.int64(1234)), batched)
     checkpoint = {}
     RandomStateHook().before_save_checkpoint(saving, checkpoint)
     assert checkpoint['meta']['sampler_seed'] == 1234
+    assert type(checkpoint['meta']['sampler_seed']) is int
     resumed = types.SimpleNamespace(seed=99)  # a fresh draw of the restarted run
     hook = RandomStateHook()
-    hook.after_load_checkpoint(_runner_with_sampler(resumed), checkpoint)
-    hook.before_train(_runner_with_sampler(resumed))
+    hook.after_load_checkpoint(_runner_with_sampler(resumed, batched), checkpoint)
+    hook.before_train(_runner_with_sampler(resumed, batched))
     assert resumed.seed == 1234
 
 

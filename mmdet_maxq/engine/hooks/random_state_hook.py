@@ -1,4 +1,5 @@
 """Carry the random number generators' state through checkpoints for ``--resume``."""
+import numbers
 import random
 from typing import Dict, Optional, Tuple
 
@@ -119,10 +120,10 @@ class RandomStateHook(Hook):
     def before_train(self, runner) -> None:
         if self._resumed_sampler_seed is None:
             return
-        sampler = getattr(getattr(runner.train_loop, 'dataloader', None), 'sampler', None)
-        if sampler is None or not hasattr(sampler, 'seed'):
-            runner.logger.warning(f'RandomStateHook: the train sampler {type(sampler).__name__} '
-                                  'has no seed; its order after the resume is its own')
+        sampler = _train_sampler(runner.train_loop)
+        if sampler is None:
+            runner.logger.warning('RandomStateHook: the train dataloader has no sampler with a '
+                                  'seed; its order after the resume is its own')
         else:
             # DefaultSampler reads it at each epoch's shuffle, InfiniteSampler when its index
             # stream starts (at the first batch): both after this point.
@@ -155,14 +156,29 @@ def _current_state() -> dict:
     return state
 
 
+def _train_sampler(loop):
+    """The seeded sampler of a train loop's dataloader, or None.
+
+    With a batch sampler (MMDetection's ``AspectRatioBatchSampler``) the seeded sampler is
+    ``dataloader.batch_sampler.sampler`` and ``dataloader.sampler`` is PyTorch's default
+    sequential one; MMEngine's ``DistSamplerSeedHook`` looks in the same two places.
+    """
+    dataloader = getattr(loop, 'dataloader', None)
+    for sampler in (getattr(dataloader, 'sampler', None),
+                    getattr(getattr(dataloader, 'batch_sampler', None), 'sampler', None)):
+        if hasattr(sampler, 'seed'):
+            return sampler
+    return None
+
+
 def _train_sampler_seed(runner) -> Optional[int]:
     """The seed of the train dataloader's sampler, or None if it has none (or no loop yet)."""
     loop = getattr(runner, '_train_loop', None)
     if loop is None or isinstance(loop, dict):
         return None  # not built: a checkpoint saved outside training
-    sampler = getattr(getattr(loop, 'dataloader', None), 'sampler', None)
-    seed = getattr(sampler, 'seed', None)
-    return seed if isinstance(seed, int) else None
+    seed = getattr(_train_sampler(loop), 'seed', None)
+    # A drawn seed (no randomness.seed) is a numpy integer (np.random.randint).
+    return int(seed) if isinstance(seed, numbers.Integral) else None
 
 
 def _checkpoint_saves_now(runner, by_epoch: bool) -> bool:
