@@ -19,8 +19,9 @@ from ..conftest import REPO, SINGLE_THREAD, data_options, run_tool
 
 MAXQ = osp.join(REPO, 'configs/synthetic/mask-rcnn_r18-tiny-maxq-2of8_fpn_synthetic.py')
 # Two epochs of 4 iterations, incremental MaxQ sparsity over epoch 0 (masks change through the
-# run), a checkpoint after each epoch, validation only at the end.
-DETECTOR_OPTIONS = ['train_cfg.max_epochs=2', 'train_cfg.val_interval=2',
+# run), a checkpoint and a validation after each epoch (the run left alone validates between
+# the checkpoint and the next epoch; the killed one does not).
+DETECTOR_OPTIONS = ['train_cfg.max_epochs=2', 'train_cfg.val_interval=1',
                     'train_dataloader.dataset.indices=8', 'custom_hooks.0.end=1',
                     'default_hooks.logger.interval=1']
 

@@ -165,3 +165,21 @@ def test_states_gathered_at_the_save_point_are_the_ones_written():
     later = {}
     hook.before_save_checkpoint(_ckpt_runner(CheckpointHook(interval=1), epoch=1), later)
     assert not torch.equal(later['meta']['random_state'][0]['torch'], at_gather)
+
+
+def test_infinite_sampler_takes_the_restored_seed_before_its_first_index():
+    """IterBasedTrainLoop builds its dataloader iterator before the resume; InfiniteSampler
+    reads its seed when the index stream starts, so a seed set in before_train still counts."""
+    import itertools
+
+    from mmengine.dataset import InfiniteSampler
+
+    saved = list(itertools.islice(iter(InfiniteSampler(list(range(10)), seed=7)), 25))
+    resumed = InfiniteSampler(list(range(10)), seed=123)
+    stream = iter(resumed)  # created, not started, as by the loop's __init__
+    checkpoint = {'meta': {'sampler_seed': 7, 'random_state': {}}}
+    hook = RandomStateHook()
+    runner = _runner_with_sampler(resumed)
+    hook.after_load_checkpoint(runner, checkpoint)
+    hook.before_train(runner)
+    assert list(itertools.islice(stream, 25)) == saved

@@ -49,9 +49,9 @@ class RandomStateHook(Hook):
     that ``set_rng_state`` takes.
 
     Not restored: the random streams of dataloader worker processes (``num_workers > 0``), which
-    PyTorch seeds from the main process's stream at each epoch but whose own progress is not
-    saved; and, in an iteration-based loop, MMEngine's resume re-loads the batches it skips,
-    which draws augmentation numbers from the restored streams (see the README).
+    MMEngine's ``worker_init_fn`` seeds when the workers start and whose progress is not saved;
+    and, in an iteration-based loop, MMEngine's resume re-loads the batches it skips, which
+    draws augmentation numbers from the restored streams (see ``configs/maxq/README.md``).
     """
 
     priority = 'NORMAL'  # above the CheckpointHook's 'VERY_LOW': the gather runs before it saves
