@@ -303,8 +303,9 @@ def _checkpoint_meta(path: str) -> dict:
             checkpoint = torch.load(path, map_location='cpu', weights_only=True)  # legacy
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
         raise CliError(f'checkpoint {path!r} cannot be read ({type(err).__name__}: '
-                       f'{str(err).splitlines()[0]}); it is damaged or truncated: resume from '
-                       'an earlier checkpoint of the work dir') from err
+                       f'{str(err).splitlines()[0]}): damaged, truncated, or holding objects '
+                       'that torch.load(weights_only=True) refuses; resume from an earlier '
+                       'checkpoint of the work dir') from err
     meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
     return meta if isinstance(meta, dict) else {}
 

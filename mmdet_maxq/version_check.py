@@ -45,9 +45,19 @@ def requirements_from_setup_cfg(path: str) -> List[str]:
     return [line.strip() for line in lines if line.strip() and not line.strip().startswith('#')]
 
 
+def _is_our_setup_cfg(path: str) -> bool:
+    """Whether ``path`` is mmdet-maxq's own ``setup.cfg`` (not another project's file that
+    happens to sit beside the installed package)."""
+    if not osp.isfile(path):
+        return False
+    parser = configparser.ConfigParser(inline_comment_prefixes=('#', ';'))
+    parser.read(path, encoding='utf-8')
+    return parser.get('metadata', 'name', fallback=None) == DISTRIBUTION
+
+
 def declared_requirements(setup_cfg: Optional[str] = SOURCE_SETUP_CFG) -> List[str]:
-    """mmdet-maxq's ``install_requires``: from ``setup_cfg`` if that file exists, else from the
-    installed distribution's metadata.
+    """mmdet-maxq's ``install_requires``: from ``setup_cfg`` if that file is mmdet-maxq's,
+    else from the installed distribution's metadata.
 
     Args:
         setup_cfg (str, optional): The source checkout's ``setup.cfg``. Defaults to the one
@@ -60,7 +70,7 @@ def declared_requirements(setup_cfg: Optional[str] = SOURCE_SETUP_CFG) -> List[s
     Raises:
         ImportError: If neither a source ``setup.cfg`` nor an installed distribution is found.
     """
-    if setup_cfg is not None and osp.isfile(setup_cfg):
+    if setup_cfg is not None and _is_our_setup_cfg(setup_cfg):
         return requirements_from_setup_cfg(setup_cfg)
     try:
         requires = metadata.requires(DISTRIBUTION) or []

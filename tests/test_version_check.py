@@ -78,6 +78,12 @@ def test_a_setup_cfg_without_install_requires_is_refused(tmp_path):
         declared_requirements(str(broken))
 
 
+def test_another_projects_setup_cfg_is_not_read(tmp_path):
+    other = tmp_path / 'setup.cfg'
+    other.write_text('[metadata]\nname = other\n[options]\ninstall_requires =\n    nope>=99\n')
+    assert 'nope>=99' not in declared_requirements(str(other))
+
+
 def test_declared_python_version_is_true():
     """Every source file parses as the oldest declared Python; the 3.9 need is known."""
     parser = configparser.ConfigParser()

@@ -122,3 +122,15 @@ def test_both_tools_share_the_config_builder(tmp_path):
     for tool in ('train.py', 'test.py'):
         text = open(osp.join(REPO, 'tools', tool)).read()
         assert 'shared_build_config(args)' in text and 'merge_from_dict' not in text, tool
+
+
+def test_a_complete_archive_with_unreadable_contents_is_refused(tmp_path):
+    import zipfile
+
+    ckpt = tmp_path / 'epoch_1.pth'
+    with zipfile.ZipFile(ckpt, 'w') as archive:  # a whole zip, but data.pkl is not a pickle
+        archive.writestr('archive/data.pkl', b'not a pickle')
+        archive.writestr('archive/version', b'3\n')
+    message = _refused(_config(MAXQ, tmp_path), str(ckpt))
+    assert f'checkpoint {str(ckpt)!r} cannot be read' in message
+    assert 'resume from an earlier checkpoint' in message
