@@ -279,3 +279,147 @@ def teardown_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()  # no rank tears down while another still talks to it
         dist.destroy_process_group()
+
+
+def build_config(args) -> Config:
+    """The config of a train or test tool after the flags every tool shares.
+
+    Loads ``args.config`` (:func:`load_config`), records ``args.launcher``, merges
+    ``args.cfg_options`` and sets ``work_dir``: ``args.work_dir``, else the config's own, else
+    ``./work_dirs/<config name>``. Each tool then handles its own flags.
+
+    Args:
+        args (argparse.Namespace): With ``config``, ``launcher``, ``cfg_options`` and
+            ``work_dir``.
+
+    Returns:
+        Config: The config.
+    """
+    cfg = load_config(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    return cfg
+
+
+def resolve_resume(cfg: Config, resume: str) -> str:
+    """The checkpoint that ``--resume`` continues, checked before anything is written.
+
+    ``resume='auto'`` (``--resume`` without a path) takes the file that ``WORK_DIR/
+    last_checkpoint`` names, as MMEngine does; with no ``last_checkpoint`` MMEngine trains from
+    scratch, and so does the tool (returns None). The checkpoint must be a complete PyTorch file
+    (:func:`check_checkpoint_file`) saved from the same model and sparsity settings as ``cfg``
+    (:func:`check_resume_matches`).
+
+    Args:
+        cfg (Config): The config to train (``work_dir`` set).
+        resume (str): ``'auto'`` or a checkpoint path.
+
+    Returns:
+        str | None: The checkpoint path, or None to start from scratch.
+    """
+    if resume == 'auto':
+        pointer = osp.join(cfg.work_dir, 'last_checkpoint')
+        if not osp.isfile(pointer):
+            return None
+        with open(pointer, encoding='utf-8') as f:
+            path = f.read().strip()
+        if not path:
+            raise CliError(f'{pointer} is empty; pass --resume WORK_DIR/epoch_N.pth, or delete '
+                           f'{pointer} to train from scratch')
+        try:
+            check_checkpoint_file(path)
+        except CliError as err:
+            raise CliError(f'{pointer} names {path!r}, which cannot be resumed ({err.message}); '
+                           f'pass --resume with another checkpoint of {cfg.work_dir}, or delete '
+                           f'{pointer} to train from scratch') from err
+    else:
+        path = resume
+        check_checkpoint_file(path)
+    check_resume_matches(cfg, path)
+    return path
+
+
+def _model_signature(model: dict) -> dict:
+    """The settings of a model config that a resumed checkpoint must share: the model (and
+    wrapped detector/classifier) type, the backbone's type and size, the sparsity method and
+    N:M, flattened to ``{'model.backbone.depth': 18, ...}``."""
+    from mmdet_maxq.models.sparsify import SparsitySettings
+
+    sig = {'model.type': model.get('type')}
+    backbone = model.get('backbone')
+    for key in ('detector', 'classifier'):
+        inner = model.get(key)
+        if isinstance(inner, str):
+            sig[f'model.{key}'] = inner
+        elif isinstance(inner, dict):
+            sig[f'model.{key}.type'] = inner.get('type')
+            backbone = inner.get('backbone', backbone)
+    if isinstance(backbone, dict):
+        for key in ('type', 'depth', 'arch', 'base_channels', 'widen_factor', 'deepen_factor'):
+            if key in backbone:
+                sig[f'model.backbone.{key}'] = backbone[key]
+    sparsity = model.get('sparsity')
+    if sparsity is not None or str(model.get('type', '')).startswith('Sparse'):
+        sparsity = dict(sparsity or {})
+        for key in ('method', 'n', 'm'):
+            sig[f'model.sparsity.{key}'] = sparsity.get(key, getattr(SparsitySettings, key))
+    return sig
+
+
+def _checkpoint_meta(path: str) -> dict:
+    """The ``meta`` dict of a local checkpoint (tensors memory-mapped, not read)."""
+    import torch
+
+    try:
+        try:
+            checkpoint = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
+        except RuntimeError as err:
+            if 'mmap' not in str(err):
+                raise
+            checkpoint = torch.load(path, map_location='cpu', weights_only=True)  # legacy
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
+        raise CliError(f'checkpoint {path!r} cannot be read ({type(err).__name__}: '
+                       f'{str(err).splitlines()[0]}): damaged, truncated, or holding objects '
+                       'that torch.load(weights_only=True) refuses; resume from an earlier '
+                       'checkpoint of the work dir') from err
+    meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
+    return meta if isinstance(meta, dict) else {}
+
+
+def check_resume_matches(cfg: Config, path: str) -> None:
+    """Refuse to resume from a checkpoint of another model or other sparsity settings.
+
+    MMEngine loads a resumed state dict non-strictly, so another model (or other N:M) would
+    train on with a warning at best. The checkpoint's own config (``meta['cfg']``, which
+    MMEngine saves) is compared with ``cfg`` on :func:`_model_signature`. Remote checkpoints
+    and checkpoints without a saved config are not checked.
+
+    Args:
+        cfg (Config): The config to train.
+        path (str): The checkpoint to resume.
+    """
+    if is_remote(path):
+        return
+    text = _checkpoint_meta(osp.expanduser(path)).get('cfg')
+    if not isinstance(text, str):
+        return
+    try:
+        saved = Config.fromstring(text, file_format='.py')
+    except (SyntaxError, KeyError, ValueError, ImportError, TypeError) as err:
+        raise CliError(f'checkpoint {path!r}: its saved config cannot be parsed '
+                       f'({type(err).__name__}: {err}), so it cannot be checked against the '
+                       'config to resume; resume with a checkpoint this version wrote') from err
+    ours, theirs = _model_signature(cfg.model), _model_signature(saved.get('model', {}))
+    differ = [key for key in sorted(set(ours) | set(theirs)) if ours.get(key) != theirs.get(key)]
+    if differ:
+        pairs = ', '.join(f'{key}={theirs.get(key)!r} there but {ours.get(key)!r} here'
+                          for key in differ)
+        raise CliError(f'checkpoint {path!r} was trained with another model or sparsity than '
+                       f'this config ({pairs}); resume it with the config it was trained with, '
+                       'or start a new run (a new --work-dir, and --cfg-options '
+                       f'load_from={path} to start from its weights)')

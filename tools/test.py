@@ -6,7 +6,6 @@ naming the path and the fix.
 """
 import argparse
 import os
-import os.path as osp
 import warnings
 from copy import deepcopy
 
@@ -19,7 +18,8 @@ from mmdet.engine.hooks.utils import trigger_visualization_hook
 from mmdet.evaluation import DumpDetResults
 from mmdet.registry import RUNNERS
 from mmdet.utils import setup_cache_size_limit_of_dynamo
-from mmdet_maxq.cli import (CliError, check_checkpoint_file, check_data_roots, load_config,
+from mmdet_maxq.cli import build_config as shared_build_config
+from mmdet_maxq.cli import (CliError, check_checkpoint_file, check_data_roots,
                             setup_cpu_distributed, teardown_distributed)
 
 
@@ -70,14 +70,7 @@ def _add_tta(cfg):
 
 def build_config(args):
     """The config after the command-line overrides, checked for missing paths."""
-    cfg = load_config(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = shared_build_config(args)
     check_checkpoint_file(args.checkpoint)
     cfg.load_from = args.checkpoint
     if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):

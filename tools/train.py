@@ -5,7 +5,6 @@ Same flags as MMDetection's: ``--work-dir``, ``--amp``, ``--auto-scale-lr``, ``-
 """
 import argparse
 import os
-import os.path as osp
 
 from mmengine.config import DictAction
 from mmengine.registry import RUNNERS
@@ -13,8 +12,9 @@ from mmengine.runner import Runner
 
 import mmdet_maxq  # noqa: F401  registers the wrapper and hooks, fixes checkpoint loading
 from mmdet.utils import setup_cache_size_limit_of_dynamo
+from mmdet_maxq.cli import build_config as shared_build_config
 from mmdet_maxq.cli import (CliError, check_checkpoint_file, check_data_roots,
-                            check_pretrained_checkpoints, load_config, setup_cpu_distributed,
+                            check_pretrained_checkpoints, resolve_resume, setup_cpu_distributed,
                             teardown_distributed)
 
 
@@ -43,15 +43,8 @@ def parse_args(argv=None):
 
 
 def build_config(args):
-    """The config after the command-line overrides, checked for missing paths."""
-    cfg = load_config(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    """The config after the command-line overrides, checked for missing or unusable paths."""
+    cfg = shared_build_config(args)
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'
@@ -60,13 +53,9 @@ def build_config(args):
             raise CliError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config '
                            '(MMDetection configs set it in default_runtime)')
         cfg.auto_scale_lr.enable = True
-    if args.resume == 'auto':
+    if args.resume is not None:
         cfg.resume = True
-        cfg.load_from = None
-    elif args.resume is not None:
-        check_checkpoint_file(args.resume)
-        cfg.resume = True
-        cfg.load_from = args.resume
+        cfg.load_from = resolve_resume(cfg, args.resume)  # None: no last_checkpoint, a new run
     elif cfg.get('load_from'):
         check_checkpoint_file(cfg.load_from)
     check_pretrained_checkpoints(cfg)

@@ -1,8 +1,6 @@
 """Hook behaviour that needs no training run."""
-import random
 import types
 
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -10,8 +8,7 @@ import torch.nn as nn
 import mmdet_maxq  # noqa: F401
 from mmengine.optim import OptimWrapper
 from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
-from mmdet_maxq.engine.hooks import (RandomStateHook, SparsityLoggerHook,
-                                     SparsityScheduleHook, SRSTEDecayHook)
+from mmdet_maxq.engine.hooks import SparsityLoggerHook, SparsityScheduleHook, SRSTEDecayHook
 from mmdet_maxq.engine.model_wrappers import DeviceAwareDDP
 from mmdet_maxq.models import SparseConv2d, SparsitySettings
 from mmdet_maxq.models.sparsify import SETTINGS_ATTR
@@ -112,42 +109,6 @@ def test_schedule_hook_sets_the_rate_without_tensor_work():
     SparsityScheduleHook(kind='linear', start=0, end=10).before_train_iter(runner, 3)
     assert model.conv.preserve == pytest.approx(0.7) and calls == []
     assert hub.scalars['train/preserve_rate'] == pytest.approx(0.7)
-
-
-def _checkpoint_with_state():
-    random.seed(11)
-    np.random.seed(11)
-    torch.manual_seed(11)
-    checkpoint = {}
-    RandomStateHook().before_save_checkpoint(types.SimpleNamespace(rank=0), checkpoint)
-    expected = (random.random(), np.random.rand(), torch.rand(1))
-    return checkpoint, expected
-
-
-def test_random_state_restored_on_resume_only():
-    checkpoint, expected = _checkpoint_with_state()
-    logger = types.SimpleNamespace(warning=lambda msg: None)
-    torch.manual_seed(0)
-    RandomStateHook().after_load_checkpoint(
-        types.SimpleNamespace(rank=0, _resume=False, logger=logger), checkpoint)
-    assert torch.rand(1) != expected[2]  # load_from / test: the configured seed stays
-    RandomStateHook().after_load_checkpoint(
-        types.SimpleNamespace(rank=0, _resume=True, logger=logger), checkpoint)
-    assert (random.random(), np.random.rand(), torch.rand(1)) == expected
-
-
-def test_random_state_accepts_states_moved_by_map_location():
-    # Runner.resume loads with map_location on the training device; set_rng_state takes a CPU
-    # ByteTensor only. A state stored in another dtype stands in for the CUDA copy here; the
-    # cuda-marked test resumes with map_location='cuda' for real.
-    checkpoint, expected = _checkpoint_with_state()
-    state = checkpoint['meta']['random_state'][0]
-    state['torch'] = state['torch'].to(torch.int16)
-    with pytest.raises(TypeError):
-        torch.set_rng_state(state['torch'])
-    RandomStateHook().after_load_checkpoint(
-        types.SimpleNamespace(rank=0, _resume=True, logger=None), checkpoint)
-    assert torch.rand(1) == expected[2]
 
 
 def test_device_aware_ddp_does_not_broadcast_buffers():
