@@ -1,8 +1,8 @@
 """Import of a checkpoint in the paper's own layout, checked against the paper model's forward.
 
 The paper-layout ResNets come from :mod:`tests.paper_layout` (written from the layout in
-``docs/design.md``, with BN statistics measured from their own ``W * S(W)`` forward). They are converted by
-``tools/convert_checkpoint.py`` and loaded into a plain MMDetection ``ResNet`` through
+``docs/design.md``, with BN statistics measured from their own ``W * S(W)`` forward). They are
+converted by ``tools/convert_checkpoint.py`` and loaded into a plain MMDetection ``ResNet`` through
 ``init_cfg=dict(type='Pretrained')``, as a user's config does:
 
 * ``--method srste`` folds ``W * mask``: the plain ResNet alone reproduces the paper model;
