@@ -3,24 +3,18 @@
 Each check raises :class:`CliError`, a ``SystemExit`` whose message names the path and the fix,
 so a tool stops before it writes anything.
 """
-import io
-import os
 import os.path as osp
-import pickle
 import re
-import zipfile
 from typing import Iterator, List, Optional
 
 from mmengine.config import Config
 
+from mmdet_maxq.checkpoint.file_check import checkpoint_file_problem
 from mmdet_maxq.utils.warnings_filter import silence_known_warnings
 
 # ``scheme://``: URLs and remote storage that MMEngine reads itself (http, https, s3, petrel,
 # open-mmlab, torchvision, ...); nothing to check on the local disk.
 _REMOTE = re.compile(r'^[A-Za-z][A-Za-z0-9+.\-]*://')
-# torch.save's legacy (pre-1.6, non-zip) format opens with this pickled number.
-_LEGACY_MAGIC = 0x1950a86a20f9469cfc6c
-_LEGACY_PROTOCOL = 1001
 
 
 class CliError(SystemExit):
@@ -49,32 +43,6 @@ def load_config(path: str) -> Config:
         raise CliError(f'cannot parse config {path!r}: {type(err).__name__}: {err}') from err
 
 
-class _NoGlobals(pickle.Unpickler):
-    """Reads plain pickled data only (numbers, strings, dicts): any global is refused."""
-
-    def find_class(self, module, name):
-        raise pickle.UnpicklingError(f'global {module}.{name} in a checkpoint header')
-
-
-def _is_legacy_torch_file(path: str) -> bool:
-    """Whether ``path`` opens like ``torch.save(..., _use_new_zipfile_serialization=False)``.
-
-    That format starts with three small pickles: the magic number, the protocol version
-    (1001) and a dict of system info. They are read with globals refused; the rest of the file
-    (the pickled object and the raw storages) is left to ``torch.load``.
-    """
-    try:
-        with open(path, 'rb') as f:
-            head = f.read(4096)  # the three header pickles take about 150 bytes
-        if not head.startswith(b'\x80'):  # pickle protocol >= 2, as torch.save writes
-            return False
-        unpickler = _NoGlobals(io.BytesIO(head))
-        return (unpickler.load() == _LEGACY_MAGIC and unpickler.load() == _LEGACY_PROTOCOL
-                and isinstance(unpickler.load(), dict))
-    except Exception:  # noqa: BLE001  anything unreadable is simply not this format
-        return False
-
-
 def check_checkpoint_file(path: str) -> None:
     """Refuse a local checkpoint path that is missing or not a readable PyTorch file.
 
@@ -87,34 +55,9 @@ def check_checkpoint_file(path: str) -> None:
     if is_remote(path):
         return
     path = osp.expanduser(path)  # as MMEngine's load_from_local does
-    if not osp.exists(path):
-        raise CliError(f'checkpoint {path!r} does not exist; pass the .pth file that training '
-                       'wrote (e.g. WORK_DIR/epoch_12.pth)')
-    if not osp.isfile(path) or not os.access(path, os.R_OK):
-        raise CliError(f'checkpoint {path!r} is not a readable file; check the path and its '
-                       'permissions')
-    try:
-        with open(path, 'rb') as f:
-            head = f.read(4)
-    except OSError as err:
-        raise CliError(f'checkpoint {path!r} is not a readable file ({err.strerror}); check the '
-                       'path and its permissions') from err
-    if head.startswith(b'PK'):  # a zip archive: is it complete (central directory at the end)?
-        try:
-            with zipfile.ZipFile(path) as archive:  # reads the central directory only
-                names = archive.namelist()
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
-            raise CliError(f'checkpoint {path!r} is not a PyTorch checkpoint: a damaged zip '
-                           f'archive ({err}: truncated file?); re-download or re-save it') from err
-        if any(name.endswith('data.pkl') for name in names):
-            return
-        raise CliError(f'checkpoint {path!r} is a zip archive but not a PyTorch checkpoint (no '
-                       'data.pkl inside); pass the .pth file that torch.save or training wrote')
-    if _is_legacy_torch_file(path):
-        return
-    raise CliError(f'checkpoint {path!r} is not a PyTorch checkpoint: its header is neither a '
-                   'zip archive nor the legacy torch.save format (corrupt or truncated file?); '
-                   're-download or re-save it')
+    problem = checkpoint_file_problem(path)
+    if problem is not None:
+        raise CliError(f'checkpoint {path!r} {problem}')
 
 
 def _datasets(cfg) -> Iterator:

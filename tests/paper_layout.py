@@ -1,4 +1,5 @@
-"""Checkpoints in the MaxQ paper's own layout, built in-process (DESIGN.md sections 3, 4, 8).
+"""Checkpoints in the MaxQ paper's own layout, built in-process (docs/design.md: the mask, the
+checkpoint formats).
 
 A helper for tests, not a test file. :func:`build_paper_model` writes, from the layout alone, a
 torchvision-shaped ResNet whose convs are wrapped with their BN the way the paper's

@@ -7,12 +7,11 @@ validation during training; model, method and N:M come from the config dump in t
         --out results.md
 """
 import argparse
-import os
 import sys
 
+from mmdet_maxq.analysis.ap_table import ResultsError, collect_rows, format_percent, format_table
 from mmdet_maxq.cli import CliError
-from mmdet_maxq.analysis.ap_table import (ResultsError, collect_rows, format_percent, format_table,
-                                       write_text_atomic)
+from mmdet_maxq.utils.atomic import check_new_path, write_new_file
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -43,11 +42,11 @@ def main(argv=None) -> str:
         str: The Markdown table.
     """
     args = parse_args(argv)
-    if args.out and os.path.exists(args.out) and not args.overwrite:
-        raise CliError(f'{args.out} exists; pass --overwrite to replace it')
     try:
+        if args.out:
+            check_new_path(args.out, args.overwrite)
         rows, warnings = collect_rows(args.work_dirs, args.skip_missing)
-    except ResultsError as err:
+    except (FileExistsError, ResultsError) as err:
         raise CliError(str(err)) from err
     for warning in warnings:
         print(f'warning: {warning}', file=sys.stderr)
@@ -62,7 +61,8 @@ def main(argv=None) -> str:
     print(table, end='')
     if args.out:
         try:
-            write_text_atomic(table, args.out, args.overwrite)
+            write_new_file(args.out, lambda f: f.write(table), binary=False,
+                           overwrite=args.overwrite)
         except FileExistsError as err:
             raise CliError(str(err)) from err
         print(f'wrote {args.out}', file=sys.stderr)

@@ -5,22 +5,21 @@ Example::
     python tools/sparsity_report.py CONFIG CHECKPOINT [--plot sparsity.png] [--layers]
 """
 import argparse
-import os.path as osp
 
 import torch
+from mmdet.registry import MODELS
+from mmengine.config import DictAction
+from mmengine.runner import load_checkpoint
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
 import mmdet_maxq  # noqa: F401
-from mmdet.registry import MODELS
-from mmengine.config import DictAction
-from mmengine.runner import load_checkpoint
 from mmdet_maxq.analysis import conv_macs, report_rows, stage_totals
 from mmdet_maxq.cli import CliError, check_checkpoint_file, load_config
-from mmdet_maxq.utils.atomic import atomic_write
-from mmdet_maxq.utils.config_utils import pipeline_test_scale
 from mmdet_maxq.models import refresh_masks, sparse_convs, sparsity_settings
+from mmdet_maxq.utils.atomic import check_new_path, write_new_file
+from mmdet_maxq.utils.config_utils import pipeline_test_scale
 
 
 def parse_args(argv=None):
@@ -31,12 +30,13 @@ def parse_args(argv=None):
                         help='image size for the MAC count (default: the test resize scale)')
     parser.add_argument('--layers', action='store_true', help='also print the per-layer table')
     parser.add_argument('--plot', help='write per-layer sparsity and soft-multiplier plots (PNG)')
+    parser.add_argument('--overwrite', action='store_true', help='replace an existing --plot file')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value pairs')
     return parser.parse_args(argv)
 
 
-def _plot(rows, model, path):
+def _plot(rows, model, path, overwrite=False):
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -55,15 +55,18 @@ def _plot(rows, model, path):
     ax2.set_xlabel('soft multiplier of kept weights (1 + F + P)')
     ax2.set_ylabel('weights')
     fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=120))
+    write_new_file(path, lambda f: fig.savefig(f, format='png', dpi=120), overwrite=overwrite)
 
 
 def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args.config)
     check_checkpoint_file(args.checkpoint)
-    if args.plot and osp.exists(args.plot):
-        raise CliError(f'--plot {args.plot!r} exists; choose another path or remove it')
+    if args.plot:
+        try:
+            check_new_path(args.plot, args.overwrite)
+        except FileExistsError as err:
+            raise CliError(f'--plot: {err}') from err
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     model = MODELS.build(cfg.model)
@@ -111,7 +114,7 @@ def main(argv=None):
                   f'{settings.n}:{settings.m}; dense (ineligible): '
                   + (', '.join(r.name for r in rows if not r.eligible) or 'none'))
     if args.plot:
-        _plot(rows, model, args.plot)
+        _plot(rows, model, args.plot, args.overwrite)
         console.print(f'plot written to {args.plot}')
     return rows
 

@@ -1,13 +1,10 @@
-_base_ = ['mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py', '../_base_/sparsity_runtime.py']
+_base_ = ['./faster-rcnn_r50-srste-2of8_fpn_1x_coco.py']
 
-# A 4:8 sparse ImageNet ResNet-50
-# converted by tools/convert_checkpoint.py folded (W * L, a fixed point of the hard mask):
+# 4:8 instead of 2:8, from its own sparse ImageNet ResNet-50:
 #   python tools/convert_checkpoint.py SRC \
 #       checkpoints/resnet50_srste-4of8_imagenet.pth --n 4 --m 8 --method srste
 sparse_imagenet_checkpoint = 'checkpoints/resnet50_srste-4of8_imagenet.pth'
 
 model = dict(
-    type='SparseDetector',
-    detector='FasterRCNN',
-    sparsity=dict(method='srste', n=4, m=8, layers=['backbone.*']),
-    backbone=dict(init_cfg=dict(type='Pretrained', checkpoint=sparse_imagenet_checkpoint)))
+    sparsity=dict(n=4, m=8),
+    backbone=dict(init_cfg=dict(checkpoint=sparse_imagenet_checkpoint)))

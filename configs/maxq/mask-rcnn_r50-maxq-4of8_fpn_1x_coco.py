@@ -1,14 +1,10 @@
-_base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py', '../_base_/sparsity_runtime.py']
+_base_ = ['./mask-rcnn_r50-maxq-2of8_fpn_1x_coco.py']
 
-# A 4:8 sparse ImageNet ResNet-50
-# converted by tools/convert_checkpoint.py with raw weights (MaxQ recomputes S(W), as the
-# ImageNet model did):
+# 4:8 instead of 2:8, from its own sparse ImageNet ResNet-50:
 #   python tools/convert_checkpoint.py SRC \
 #       checkpoints/resnet50_maxq-4of8_imagenet.pth --n 4 --m 8
 sparse_imagenet_checkpoint = 'checkpoints/resnet50_maxq-4of8_imagenet.pth'
 
 model = dict(
-    type='SparseDetector',
-    detector='MaskRCNN',
-    sparsity=dict(method='maxq', n=4, m=8, layers=['backbone.*']),
-    backbone=dict(init_cfg=dict(type='Pretrained', checkpoint=sparse_imagenet_checkpoint)))
+    sparsity=dict(n=4, m=8),
+    backbone=dict(init_cfg=dict(checkpoint=sparse_imagenet_checkpoint)))

@@ -1,13 +1,11 @@
-_base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py', '../_base_/sparsity_runtime.py']
+_base_ = ['./mask-rcnn_r50-maxq-2of8_fpn_1x_coco.py']
 
-# A 2:8 sparse ImageNet ResNet-50
-# converted by tools/convert_checkpoint.py folded (W * L, a fixed point of the hard mask):
+# SR-STE (hard masks; the checkpoint is folded, W * L being a fixed point of the hard
+# mask), from its own sparse ImageNet ResNet-50:
 #   python tools/convert_checkpoint.py SRC \
 #       checkpoints/resnet50_srste-2of8_imagenet.pth --n 2 --m 8 --method srste
 sparse_imagenet_checkpoint = 'checkpoints/resnet50_srste-2of8_imagenet.pth'
 
 model = dict(
-    type='SparseDetector',
-    detector='MaskRCNN',
-    sparsity=dict(method='srste', n=2, m=8, layers=['backbone.*']),
-    backbone=dict(init_cfg=dict(type='Pretrained', checkpoint=sparse_imagenet_checkpoint)))
+    sparsity=dict(method='srste'),
+    backbone=dict(init_cfg=dict(checkpoint=sparse_imagenet_checkpoint)))

@@ -6,6 +6,7 @@
 _base_ = [
     'mmdet::_base_/models/faster-rcnn_r50_fpn.py',
     '../_base_/synthetic_coco_detection.py',
+    '../_base_/synthetic_two_stage.py',
     '../_base_/synthetic_schedule.py',  # carries custom_imports
 ]
 custom_hooks = [  # as in ../_base_/sparsity_runtime.py
@@ -37,11 +38,7 @@ model = dict(
     roi_head=dict(
         bbox_roi_extractor=dict(out_channels=fpn_channels),
         bbox_head=dict(in_channels=fpn_channels, fc_out_channels=256, num_classes=3)),
-    train_cfg=dict(
-        rpn_proposal=dict(nms_pre=500, max_per_img=300),
-        rcnn=dict(sampler=dict(num=128))),
-    test_cfg=dict(
-        rpn=dict(nms_pre=300, max_per_img=100),
-        rcnn=dict(max_per_img=20)))
+    train_cfg=_base_.two_stage_train_cfg,
+    test_cfg=_base_.two_stage_test_cfg)
 
 optim_wrapper = dict(optimizer=dict(lr=0.01))

@@ -1,16 +1,11 @@
 # The README's main job: MaxQ 2:8 on the narrow ResNet-18 Mask R-CNN of the synthetic set,
-# trained from scratch (a dense start), so sparsity comes incrementally: the preserve rate
-# falls from 1 to 0 over epochs 0-4 of 6 (cubic), then the last two epochs train the full N:M
-# model. The pruned-weight decay (2e-4) is the paper's, on every MaxQ layer.
-_base_ = ['./mask-rcnn_r18-tiny_fpn_synthetic.py']  # carries custom_imports
+# trained from scratch with incremental sparsity (../_base_/synthetic_sparsity_hooks.py).
+_base_ = [
+    './mask-rcnn_r18-tiny_fpn_synthetic.py',  # carries custom_imports
+    '../_base_/synthetic_sparsity_hooks.py',
+]
 
 model = dict(
     type='SparseDetector',
     detector='MaskRCNN',
     sparsity=dict(method='maxq', n=2, m=8, layers=['backbone.*']))
-custom_hooks = [
-    dict(type='SparsityScheduleHook', kind='cubic', start=0, end=4, by_epoch=True),
-    dict(type='SRSTEDecayHook', decay=2e-4),
-    dict(type='SparsityLoggerHook', interval=10),
-    dict(type='RandomStateHook'),
-]

@@ -3,6 +3,7 @@
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
     '../_base_/synthetic_coco_instance.py',
+    '../_base_/synthetic_two_stage.py',
     '../_base_/synthetic_schedule.py',
 ]
 
@@ -25,9 +26,5 @@ model = dict(
         mask_roi_extractor=dict(out_channels=fpn_channels),
         mask_head=dict(in_channels=fpn_channels, conv_out_channels=fpn_channels,
                        num_classes=3)),
-    train_cfg=dict(
-        rpn_proposal=dict(nms_pre=500, max_per_img=300),
-        rcnn=dict(sampler=dict(num=128))),
-    test_cfg=dict(
-        rpn=dict(nms_pre=300, max_per_img=100),
-        rcnn=dict(max_per_img=20)))
+    train_cfg=_base_.two_stage_train_cfg,
+    test_cfg=_base_.two_stage_test_cfg)

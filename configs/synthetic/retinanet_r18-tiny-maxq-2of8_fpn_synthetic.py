@@ -5,6 +5,7 @@ _base_ = [
     'mmdet::_base_/models/retinanet_r50_fpn.py',
     '../_base_/synthetic_coco_detection.py',
     '../_base_/synthetic_schedule.py',
+    '../_base_/synthetic_sparsity_hooks.py',
 ]
 
 width = 16
@@ -20,12 +21,5 @@ model = dict(
     bbox_head=dict(num_classes=3, in_channels=fpn_channels, feat_channels=fpn_channels,
                    stacked_convs=2),
     test_cfg=dict(nms_pre=300, max_per_img=20))
-
-custom_hooks = [
-    dict(type='SparsityScheduleHook', kind='cubic', start=0, end=4, by_epoch=True),
-    dict(type='SRSTEDecayHook', decay=2e-4),
-    dict(type='SparsityLoggerHook', interval=10),
-    dict(type='RandomStateHook'),
-]
 
 optim_wrapper = dict(optimizer=dict(lr=0.01))

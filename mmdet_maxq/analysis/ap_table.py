@@ -21,8 +21,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from mmdet_maxq.utils.atomic import atomic_write
-
 TIMESTAMP = re.compile(r'^\d{8}_\d{6}$')
 METRIC = re.compile(r'^(?:(?:val|test)/)?(?:(?P<prefix>.+)/)?(?P<task>bbox|segm)_mAP'
                     r'(?P<iou>_50|_75)?$')
@@ -203,7 +201,8 @@ def find_config(work_dir: str, run_dir: Optional[str] = None) -> str:
     return max(dumps, key=osp.getmtime)
 
 
-def _short_type(cfg: dict) -> str:
+def _type_name(cfg: dict) -> str:
+    """The class name of a config's ``type`` (``'mmdet.MaskRCNN'`` -> ``'MaskRCNN'``)."""
     return str(cfg.get('type', '?')).split('.')[-1]
 
 
@@ -216,14 +215,14 @@ def model_name(detector: dict) -> str:
     Returns:
         str: Detector name and backbone.
     """
-    kind = _short_type(detector)
+    kind = _type_name(detector)
     if kind == 'CascadeRCNN':
         has_mask = bool((detector.get('roi_head') or {}).get('mask_head'))
         name = 'Cascade Mask R-CNN' if has_mask else 'Cascade R-CNN'
     else:
         name = DETECTOR_NAMES.get(kind, kind)
     backbone = detector.get('backbone') or {}
-    bb_type, depth = _short_type(backbone), backbone.get('depth')
+    bb_type, depth = _type_name(backbone), backbone.get('depth')
     if bb_type.startswith('ResNet') and depth:
         bb_name = f'R-{depth}'
     elif bb_type == 'ResNeXt' and depth:
@@ -242,7 +241,7 @@ def describe_model(model: dict) -> Tuple[str, str, Optional[int], Optional[int]]
     Returns:
         tuple: ``(model name, method, n, m)``; ``n``/``m`` are None for dense models.
     """
-    if _short_type(model) != 'SparseDetector':
+    if _type_name(model) != 'SparseDetector':
         return model_name(model), 'dense', None, None
     from mmdet_maxq.models.sparsify import SparsitySettings
 
@@ -354,19 +353,3 @@ def collect_rows(work_dirs: Sequence[str], skip_missing: bool = False
                 raise
             warnings.append(f'skipped: {err}')
     return sort_rows(rows), warnings
-
-
-def write_text_atomic(text: str, path: str, overwrite: bool = False) -> None:
-    """Write ``text`` to a temporary file beside ``path`` and rename it into place.
-
-    Args:
-        text (str): Content.
-        path (str): Destination.
-        overwrite (bool): Replace an existing file.
-
-    Raises:
-        FileExistsError: ``path`` exists and ``overwrite`` is False.
-    """
-    if osp.exists(path) and not overwrite:
-        raise FileExistsError(f'{path} exists; pass --overwrite to replace it')
-    atomic_write(path, lambda f: f.write(text), binary=False)

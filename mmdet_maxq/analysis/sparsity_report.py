@@ -8,7 +8,7 @@ import torch.nn as nn
 
 from mmdet_maxq.models.sparse_conv import SparseConv2d
 from mmdet_maxq.sparsity import layer_summary
-from mmdet_maxq.utils.names import stage_of
+from mmdet_maxq.utils.names import stage_prefix
 
 
 @dataclass
@@ -28,7 +28,7 @@ class LayerRow:
 
     @property
     def stage(self) -> str:
-        return stage_of(self.name)
+        return stage_prefix(self.name)
 
     @property
     def sparse_macs(self) -> float:

@@ -31,16 +31,18 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
+from mmdet_maxq.models.sparsify import METHODS
 from mmdet_maxq.sparsity import check_nm, is_nm_eligible, is_nm_sparse, nm_compliance
 from mmdet_maxq.sparsity.report import block_nonzeros
-from mmdet_maxq.utils.atomic import atomic_write
-from .formats import (FORMATS, CheckpointError, detect_format, extract_state_dict, infer_depth,
-                      infer_widths, map_to_backbone, resnet_shapes, stage_of,
+from mmdet_maxq.utils.atomic import check_new_path, write_new_file
+from .file_check import checkpoint_file_problem
+from .formats import (FORMATS, CheckpointError, backbone_stage, detect_format, extract_state_dict,
+                      infer_depth, infer_widths, map_to_backbone, resnet_shapes,
                       strip_wrapper_prefixes, summarize)
 
 STAGES = ('stem', 'layer1', 'layer2', 'layer3', 'layer4')
-# What the converted backbone is fine-tuned with -> whether stored masks are folded by default.
-METHODS = ('maxq', 'srste', 'dense')
+# What the converted backbone is fine-tuned with (one of the model's METHODS) -> whether stored
+# masks are folded by default.
 FOLD_BY_METHOD = {'maxq': False, 'srste': True, 'dense': True}
 # Block sizes tried when suggesting the N:M pattern that weights actually follow.
 CANDIDATE_MS = (4, 8, 16, 32)
@@ -344,7 +346,7 @@ def convert_state_dict(checkpoint: object,
         if mask is not None:
             claimed.append(weight if fold else mask)
         layers.append(LayerReport(
-            name=name, stage=stage_of(name), shape=tuple(weight.shape), eligible=eligible,
+            name=name, stage=backbone_stage(name), shape=tuple(weight.shape), eligible=eligible,
             nm=eligible and is_nm_sparse(weight, n, m), masked=mask is not None,
             compliance=float(nm_compliance(weight if fold or mask is None else mask, n, m))
             if eligible else None,
@@ -409,8 +411,9 @@ def load_checkpoint_file(path: str) -> object:
         CheckpointError: The file is missing, unreadable, corrupt or truncated, or holds
             pickled objects that ``weights_only`` loading refuses.
     """
-    if not os.path.isfile(path):
-        raise CheckpointError(f'checkpoint {path} does not exist or is not a file')
+    problem = checkpoint_file_problem(path)
+    if problem is not None:
+        raise CheckpointError(f'cannot read checkpoint {path}: it {problem}')
     from .safe_load import allow_mmengine_checkpoints
 
     allow_mmengine_checkpoints()  # mmpretrain checkpoints saved by MMEngine hold a HistoryBuffer
@@ -441,29 +444,32 @@ def _load_error_detail(err: BaseException) -> str:
 
 
 def check_output_path(path: str, overwrite: bool) -> None:
-    """Refuse an existing ``path`` unless ``overwrite``.
+    """Refuse a folder, and an existing file unless ``overwrite``.
+
+    Args:
+        path (str): The output checkpoint.
+        overwrite (bool): Whether replacing an existing file was asked for.
 
     Raises:
-        FileExistsError: ``path`` exists and ``overwrite`` is False.
         CheckpointError: ``path`` is a directory.
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
     """
     if os.path.isdir(path):
         raise CheckpointError(f'output {path} is a directory; pass a file name such as '
                               f'{os.path.join(path, "backbone.pth")}')
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f'{path} exists; pass --overwrite to replace it')
+    check_new_path(path, overwrite)
 
 
 def save_checkpoint_atomic(checkpoint: dict, path: str, overwrite: bool = False) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename it into place.
+    """``torch.save`` to a new file ``path``, complete or not at all (see ``write_new_file``).
 
     Args:
         checkpoint (dict): What to save.
         path (str): Destination; its folder is created when missing.
-        overwrite (bool): Replace an existing file.
+        overwrite (bool): Replace an existing file. Defaults to False.
     """
     check_output_path(path, overwrite)
-    atomic_write(path, lambda f: torch.save(checkpoint, f))
+    write_new_file(path, lambda f: torch.save(checkpoint, f), overwrite=overwrite)
 
 
 def convert_checkpoint(src: str,

@@ -1,6 +1,6 @@
 """Recognise sparse ImageNet ResNet checkpoints and rename them to MMDetection's ResNet keys.
 
-Three source layouts are supported (see ``DESIGN.md`` section 4):
+Three source layouts are supported (``docs/design.md``, "Checkpoint formats"):
 
 * ``maxq``: the paper's classification code. Convs are wrapped with their BN
   (``layerI.J.convbnK.conv.weight``, ``layerI.J.convbnK.scale.*``) and carry a soft mask
@@ -315,7 +315,14 @@ def resnet_shapes(depth: int, base_channels: int = 64,
     return shapes
 
 
-def stage_of(key: str) -> str:
-    """The report stage of a backbone key: ``'stem'`` or ``'layerI'``."""
+def backbone_stage(key: str) -> str:
+    """The ResNet stage of a backbone key or module name: ``'stem'`` or ``'layerI'``.
+
+    Args:
+        key (str): A name relative to the backbone, e.g. ``'layer2.0.conv1'``.
+
+    Returns:
+        str: ``'layerI'`` for a block of stage I, ``'stem'`` for anything else.
+    """
     hit = _BLOCK_KEY.match(key)
     return f'layer{hit.group(1)}' if hit else 'stem'

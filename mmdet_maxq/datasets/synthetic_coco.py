@@ -12,9 +12,11 @@ import os
 import os.path as osp
 import shutil
 import tempfile
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
+
+from mmdet_maxq.utils.atomic import check_new_path
 
 CATEGORIES: Tuple[str, ...] = ('rectangle', 'ellipse', 'triangle')
 # One base colour per category keeps the task learnable in a few hundred CPU iterations.
@@ -107,9 +109,7 @@ def make_synthetic_coco(out_dir: str,
         if int(value) != value or value < low:
             raise ValueError(f'{name} must be an integer >= {low}, got {value!r}')
     out_dir = osp.abspath(out_dir)
-    if osp.exists(out_dir) and not overwrite:
-        raise FileExistsError(
-            f'{out_dir} exists; pass overwrite=True (--overwrite) to replace it')
+    check_new_path(out_dir, overwrite, flag='overwrite=True (--overwrite)')
     parent = osp.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix='.synthetic-coco-', dir=parent)

@@ -2,19 +2,33 @@
 import math
 import numbers
 
-__all__ = ['SCHEDULE_KINDS', 'preserve_rate']
+__all__ = ['SCHEDULE_KINDS', 'check_schedule', 'preserve_rate']
 
 SCHEDULE_KINDS = ('linear', 'cubic', 'cos', 'exp')
 EXP_RATE = 0.05
 
 
-def _check(kind, step, start, end) -> None:
+def _check_index(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f'{name} must be an integer >= 0 (an epoch or iteration index), '
+                         f'got {value!r}')
+
+
+def check_schedule(kind: str, start: int, end: int) -> None:
+    """Refuse a schedule that :func:`preserve_rate` cannot follow: the one home of that check.
+
+    Args:
+        kind (str): One of :data:`SCHEDULE_KINDS`.
+        start (int): First step of the schedule, an integer >= 0.
+        end (int): First step with every block N:M, an integer >= ``start``.
+
+    Raises:
+        ValueError: Naming the argument and the fix.
+    """
     if kind not in SCHEDULE_KINDS:
         raise ValueError(f'unknown schedule kind {kind!r}; valid kinds are {SCHEDULE_KINDS}')
-    for name, value in (('step', step), ('start', start), ('end', end)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-            raise ValueError(f'{name} must be an integer >= 0 (an epoch or iteration index), '
-                             f'got {value!r}')
+    _check_index('start', start)
+    _check_index('end', end)
     if start > end:
         raise ValueError(f'start must be <= end, got start={start}, end={end}; swap them, or '
                          'use start == end to switch to full N:M at once')
@@ -41,7 +55,8 @@ def preserve_rate(kind: str, step: int, start: int, end: int) -> float:
     Returns:
         float: The preserve rate.
     """
-    _check(kind, step, start, end)
+    check_schedule(kind, start, end)
+    _check_index('step', step)
     if step < start:
         return 1.0
     if step >= end:

@@ -1,8 +1,11 @@
 """Module-name helpers shared by the hooks and the tools."""
 
 
-def stage_of(name: str) -> str:
-    """The stage of a detector module name: ``'backbone.layer2.0.conv1'`` -> ``'backbone.layer2'``.
+def stage_prefix(name: str) -> str:
+    """The stage prefix of a detector module name.
+
+    ``'backbone.layer2.0.conv1'`` -> ``'backbone.layer2'``; ``'neck.lateral_convs.0.conv'`` ->
+    ``'neck.lateral_convs'``.
 
     Args:
         name (str): A module name relative to the detector.

@@ -6,8 +6,8 @@ from collections import OrderedDict
 
 import pytest
 import torch
-
 from mmdet.models.backbones import ResNet
+
 from mmdet_maxq.checkpoint import convert_state_dict, detect_format, strip_wrapper_prefixes
 from mmdet_maxq.sparsity import is_nm_sparse, maxq_mask, nm_mask
 

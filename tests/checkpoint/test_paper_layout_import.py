@@ -1,8 +1,8 @@
 """Import of a checkpoint in the paper's own layout, checked against the paper model's forward.
 
-The paper-layout ResNets come from :mod:`tests.paper_layout` (written from DESIGN.md section 4,
-with BN statistics measured from their own ``W * S(W)`` forward). They are converted by
-``tools/convert_checkpoint.py`` and loaded into a plain MMDetection ``ResNet`` through
+The paper-layout ResNets come from :mod:`tests.paper_layout` (written from the layout in
+``docs/design.md``, with BN statistics measured from their own ``W * S(W)`` forward). They are
+converted by ``tools/convert_checkpoint.py`` and loaded into a plain MMDetection ``ResNet`` through
 ``init_cfg=dict(type='Pretrained')``, as a user's config does:
 
 * ``--method srste`` folds ``W * mask``: the plain ResNet alone reproduces the paper model;
@@ -171,8 +171,8 @@ def test_narrow_width_is_inferred_and_reported():
     assert any('base_channels=16' in w for w in result.warnings)
     stages = {r.stage: (r.layers, r.eligible, r.masked, r.mask_nm) for r in result.stages}
     assert stages['total'] == (53, 52, 52, 52) and stages['stem'] == (1, 0, 0, 0)
-    ResNet(depth=50, base_channels=BASE).load_state_dict(result.checkpoint['state_dict'],
-                                                          strict=True)
+    ResNet(depth=50, base_channels=BASE).load_state_dict(
+        result.checkpoint['state_dict'], strict=True)
     with pytest.raises(ValueError, match=r'ResNet-50 \(stem_channels=16, base_channels=16'):
         state = paper_state_dict(model)['state_dict']
         state['module.layer3.0.convbn2.conv.weight'] = torch.zeros(64, 32, 3, 3)

@@ -11,14 +11,13 @@ import re
 
 import pytest
 import torch
+from mmdet.registry import MODELS
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import mmdet_maxq  # noqa: F401
-from mmdet.registry import MODELS
 from mmdet_maxq.models import sparse_convs
 from mmdet_maxq.sparsity import is_nm_sparse
-
 from ..conftest import REPO, SINGLE_THREAD, data_options, run_tool
 from ..paper_layout import (build_paper_model, paper_backbone_features, paper_state_dict,
                             random_images)

@@ -6,9 +6,9 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from mmengine.logging import HistoryBuffer, MessageHub
 
 import mmdet_maxq  # noqa: F401  installs the allow-list
-from mmengine.logging import HistoryBuffer, MessageHub
 
 
 class NotAllowed:

@@ -9,14 +9,13 @@ import re
 
 import pytest
 import torch.nn as nn
+from mmdet.registry import MODELS
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import mmdet_maxq  # noqa: F401
-from mmdet.registry import MODELS
 from mmdet_maxq.deploy import plain_config
 from mmdet_maxq.models import SparseConv2d, sparsity_settings
-
 from ..conftest import REPO
 
 CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', 'maxq', '*.py')))

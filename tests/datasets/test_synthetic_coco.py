@@ -1,9 +1,7 @@
 import filecmp
 import json
 import os
-import os.path as osp
 
-import numpy as np
 import pytest
 
 from mmdet_maxq.datasets import CATEGORIES, make_synthetic_coco
@@ -43,9 +41,10 @@ def test_annotations_describe_the_painted_shapes(tmp_path):
 
 
 def test_coco_dataset_reads_it(tmp_path):
-    import mmdet_maxq  # noqa: F401
     from mmdet.datasets import CocoDataset
     from mmengine.registry import init_default_scope
+
+    import mmdet_maxq  # noqa: F401
 
     init_default_scope('mmdet')
 

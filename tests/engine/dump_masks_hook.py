@@ -3,9 +3,9 @@ rank from its own weights: DDP does not broadcast buffers)."""
 import os.path as osp
 
 import torch
+from mmdet.registry import HOOKS
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
-from mmdet.registry import HOOKS
 
 from mmdet_maxq.models import sparse_convs
 

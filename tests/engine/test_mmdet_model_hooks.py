@@ -4,16 +4,15 @@ import os.path as osp
 import types
 
 import torch
+from mmdet.engine.hooks import SetEpochInfoHook
+from mmdet.models.detectors import RetinaNet
+from mmdet.registry import MODELS
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import mmdet_maxq  # noqa: F401
-from mmdet.engine.hooks import SetEpochInfoHook
-from mmdet.models.detectors import RetinaNet
-from mmdet.registry import MODELS
 from mmdet_maxq.models import sparse_convs, sparsity_settings
 from mmdet_maxq.sparsity import maxq_mask
-
 from ..conftest import REPO, SINGLE_THREAD, run_tool
 
 YOLOX = 'configs/synthetic/yolox_tiny-maxq-2of8_synthetic.py'
@@ -76,7 +75,8 @@ def test_sparse_yolox_trains_through_mode_switch_and_ema(synthetic_coco, tmp_pat
         f"custom_hooks = [*_base_.custom_hooks, dict(type='ProbeValMasksHook', "
         f"out_dir='{work}')]\n")
     proc = run_tool(['tools/train.py', str(config), '--work-dir', str(work), '--cfg-options',
-                     'train_dataloader.dataset.dataset.indices=8', 'val_dataloader.dataset.indices=2',
+                     'train_dataloader.dataset.dataset.indices=8',
+                     'val_dataloader.dataset.indices=2',
                      *_yolox_data_options(synthetic_coco)],
                     env=dict(SINGLE_THREAD, PYTHONPATH=f'{REPO}:{tmp_path}'))
     log = proc.stdout + proc.stderr

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from mmdet_maxq.sparsity import is_nm_sparse
-
 from ..conftest import SINGLE_THREAD, data_options, run_tool
 
 RETINANET = 'configs/synthetic/retinanet_r18-tiny-maxq-2of8_fpn_synthetic.py'

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from mmdet_maxq.sparsity import is_nm_sparse, preserve_rate
-
 from ..conftest import REPO, data_options, run_tool
 
 MAXQ = 'configs/synthetic/mask-rcnn_r18-tiny-maxq-2of8_fpn_synthetic.py'

@@ -14,8 +14,8 @@ from mmengine import dump
 from mmengine.config import Config
 from mmengine.visualization import LocalVisBackend
 
-from mmdet_maxq.analysis.ap_table import (ResultsError, collect_rows, describe_model, find_evaluation,
-                                       format_table, model_name)
+from mmdet_maxq.analysis.ap_table import (ResultsError, collect_rows, describe_model,
+                                          find_evaluation, format_table, model_name)
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 spec = importlib.util.spec_from_file_location('ap_table_tool',

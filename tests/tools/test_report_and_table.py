@@ -35,6 +35,19 @@ def test_sparsity_report_finds_every_eligible_conv_exactly_2of8(short_maxq_run, 
     assert f'plot written to {plot}' in out.replace('\n', '')
 
 
+def test_sparsity_report_refuses_to_replace_a_plot_unless_asked(short_maxq_run, tmp_path):
+    plot = tmp_path / 'keep.png'
+    plot.write_bytes(b'keep me')
+    args = ['tools/sparsity_report.py', SHORT_MAXQ_CONFIG,
+            osp.join(short_maxq_run, 'epoch_2.pth'), '--plot', str(plot)]
+    proc = run_tool(args, check=False, env=SINGLE_THREAD)
+    assert proc.returncode != 0 and 'Traceback' not in proc.stderr
+    assert f'--plot: {plot} exists; pass --overwrite to replace it' in proc.stderr
+    assert plot.read_bytes() == b'keep me'
+    run_tool(args + ['--overwrite'], env=SINGLE_THREAD)
+    assert plot.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
 def _rows(table):
     lines = [line for line in table.splitlines() if line.startswith('|')]
     header = [cell.strip() for cell in lines[0].strip('|').split('|')]

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from ..conftest import REPO, data_options, run_tool
+from ..conftest import data_options, run_tool
 
 DENSE = 'configs/synthetic/mask-rcnn_r18-tiny_fpn_synthetic.py'
 

@@ -1,15 +1,15 @@
 """Log N:M sparsity figures through MMEngine's MessageHub."""
 from collections import defaultdict
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 import torch.nn as nn
-from mmengine.hooks import Hook
 from mmdet.registry import HOOKS
+from mmengine.hooks import Hook
 
 from mmdet_maxq.models.sparsify import sparse_convs
 from mmdet_maxq.sparsity import nm_compliance
-from mmdet_maxq.utils.names import stage_of
+from mmdet_maxq.utils.names import stage_prefix
 from .utils import get_sparse_model
 
 
@@ -27,7 +27,7 @@ def sparsity_figures(model: nn.Module) -> Dict[str, float]:
         blocks = weight.numel() / conv.m
         nm_blocks += nm_compliance(weight, conv.n, conv.m) * blocks
         all_blocks += blocks
-        stage = stage_of(name)
+        stage = stage_prefix(name)
         zeros[stage] += int((weight == 0).sum())
         total[stage] += weight.numel()
     figures = {'sparsity/nm_blocks': nm_blocks / all_blocks if all_blocks else 0.0}
@@ -55,13 +55,13 @@ class SparsityLoggerHook(Hook):
             raise ValueError(f'SparsityLoggerHook: interval must be an integer >= 1, '
                              f'got {interval!r}')
         self.interval = interval
+        self.model: Optional[nn.Module] = None  # the sparse model, looked up in before_train
 
     def before_train(self, runner) -> None:
-        get_sparse_model(runner, type(self).__name__)
+        self.model = get_sparse_model(runner, type(self).__name__)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if not (self.every_n_train_iters(runner, self.interval) or self.is_last_train_iter(runner)):
             return
-        model = get_sparse_model(runner, type(self).__name__)
-        for key, value in sparsity_figures(model).items():
+        for key, value in sparsity_figures(self.model).items():
             runner.message_hub.update_scalar(f'train/{key}', value)

@@ -1,12 +1,13 @@
 """Incremental N:M sparsity schedule: the preserve rate of every iteration."""
 from typing import Dict, Optional
 
+import torch.nn as nn
+from mmdet.registry import HOOKS
 from mmengine.hooks import Hook
 from mmengine.runner import IterBasedTrainLoop
-from mmdet.registry import HOOKS
 
 from mmdet_maxq.models.sparsify import set_preserve_rate
-from mmdet_maxq.sparsity import SCHEDULE_KINDS, preserve_rate
+from mmdet_maxq.sparsity.schedules import check_schedule, preserve_rate
 from .utils import get_sparse_model
 
 
@@ -36,20 +37,16 @@ class SparsityScheduleHook(Hook):
 
     def __init__(self, kind: str = 'cubic', start: int = 0, end: int = 0,
                  by_epoch: Optional[bool] = None):
-        if kind not in SCHEDULE_KINDS:
-            raise ValueError(f'SparsityScheduleHook: kind must be one of {SCHEDULE_KINDS}, '
-                             f'got {kind!r}')
-        for name, value in (('start', start), ('end', end)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f'SparsityScheduleHook: {name} must be an integer >= 0, '
-                                 f'got {value!r}')
-        if start > end:
-            raise ValueError(f'SparsityScheduleHook: start ({start}) must be <= end ({end})')
+        try:
+            check_schedule(kind, start, end)
+        except ValueError as err:
+            raise ValueError(f'SparsityScheduleHook: {err}') from None
         if by_epoch is not None and not isinstance(by_epoch, bool):
             raise ValueError(f'SparsityScheduleHook: by_epoch must be True, False or None '
                              f'(follow the train loop), got {by_epoch!r}')
         self.kind, self.start, self.end, self.by_epoch = kind, start, end, by_epoch
         self.preserve: Optional[float] = None
+        self.model: Optional[nn.Module] = None  # the sparse model, looked up in before_train
 
     def _counts_epochs(self, runner) -> bool:
         if self.by_epoch is not None:
@@ -57,7 +54,7 @@ class SparsityScheduleHook(Hook):
         return not isinstance(runner.train_loop, IterBasedTrainLoop)
 
     def before_train(self, runner) -> None:
-        get_sparse_model(runner, type(self).__name__)
+        self.model = get_sparse_model(runner, type(self).__name__)
         by_epoch = self._counts_epochs(runner)
         total = runner.max_epochs if by_epoch else runner.max_iters
         unit = 'max_epochs' if by_epoch else 'max_iters'
@@ -74,7 +71,7 @@ class SparsityScheduleHook(Hook):
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         step = runner.epoch if self._counts_epochs(runner) else runner.iter
         self.preserve = self.rate_at(step)
-        set_preserve_rate(get_sparse_model(runner, type(self).__name__), self.preserve)
+        set_preserve_rate(self.model, self.preserve)
         runner.message_hub.update_scalar('train/preserve_rate', self.preserve)
 
     def state(self) -> Dict:
