@@ -20,7 +20,7 @@ from ..conftest import REPO
 
 CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', 'synthetic', '*.py')))
 NAME = re.compile(r'^(?P<detector>[a-z-]+)_(?:r\d+-)?tiny(?:-(?P<method>maxq|srste|dense)'
-                  r'(?:-(?P<n>\d+)of(?P<m>\d+))?)?_')
+                  r'(?:-(?P<n>\d+)of(?P<m>\d+))?(?:-(?P<variant>[a-z-]+))?)?_')
 DETECTORS = {'faster-rcnn': 'FasterRCNN', 'mask-rcnn': 'MaskRCNN', 'retinanet': 'RetinaNet',
              'yolox': 'YOLOX'}
 
@@ -39,7 +39,7 @@ def test_the_synthetic_detectors_exist():
 @pytest.mark.parametrize('path', _detection_configs(), ids=osp.basename)
 def test_config_builds_the_named_detector(path):
     hit = NAME.match(osp.basename(path))
-    assert hit, f'{osp.basename(path)} does not follow DETECTOR_[rD-]tiny[-METHOD[-NofM]]_...'
+    assert hit, f'{osp.basename(path)} does not follow DETECTOR_[rD-]tiny[-METHOD[-NofM][-VARIANT]]_...'
     cfg = Config.fromfile(path)
     init_default_scope('mmdet')
     model = MODELS.build(cfg.model)
