@@ -4,6 +4,7 @@ Each check raises :class:`CliError`, a ``SystemExit`` whose message names the pa
 so a tool stops before it writes anything.
 """
 import os.path as osp
+import pickle
 import re
 from typing import Iterator, List, Optional
 
