@@ -34,15 +34,18 @@ import time
 
 import torch
 
-from mmdet_maxq.sparsity import maxq_mask
-from mmdet_maxq.sparsity.reference import reference_maxq_mask
+# The sort-based reference lives with the tests (it is not part of the package).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from mmdet_maxq.sparsity import maxq_mask  # noqa: E402
+from tests.sparsity.reference import reference_maxq_mask  # noqa: E402
 
 
 def plain_topk_mask(weight: torch.Tensor, n: int, m: int, preserve: float = 0.0,
                     tau: float = 1e-2) -> torch.Tensor:
     """``S = L * (1 + F + P)`` with plain batched ``topk`` / ``kthvalue``, for comparison.
 
-    A straightforward transcription of DESIGN.md section 3: ``topk`` per block for ``L``,
+    A straightforward transcription of the mask's definition ("The mask" in docs/design.md): ``topk`` per block for ``L``,
     ``topk`` of the smallest ``torch.sum`` block norms for the exemption, ``kthvalue`` per row
     for the soft queries, whose dropped entries are all those ``<=`` the K-th smallest. Ties
     are not broken like a stable sort (and the norms are not summed left to right), so on
