@@ -1,6 +1,7 @@
 """Pick the convs of a detector to make N:M sparse and swap them, in place, for
 :class:`SparseConv2d`; find and drive the sparse convs of a model afterwards."""
 import fnmatch
+import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
@@ -89,10 +90,8 @@ class SparsitySettings:
         try:
             return cls(**cfg)
         except ValueError as err:
-            message = str(err)
-            if message.startswith('sparsity'):
-                message = key + message[len('sparsity'):]
-            raise ValueError(message) from None
+            # The checks name the keys 'sparsity.<name>'; say where they are in the config.
+            raise ValueError(re.sub(r'(?<![\w.])sparsity\.', key + '.', str(err))) from None
 
 
 @dataclass
