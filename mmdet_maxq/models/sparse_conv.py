@@ -118,8 +118,9 @@ class SparseConv2d(nn.Conv2d):
         new.mask = torch.ones_like(conv.weight, requires_grad=False)
         new.train(conv.training)
         new.mask_stale = True
-        for name in ('_forward_hooks', '_forward_hooks_with_kwargs', '_forward_hooks_always_called',
-                     '_forward_pre_hooks', '_forward_pre_hooks_with_kwargs'):
+        for name in ('_forward_hooks', '_forward_hooks_with_kwargs',
+                     '_forward_hooks_always_called', '_forward_pre_hooks',
+                     '_forward_pre_hooks_with_kwargs'):
             if hasattr(conv, name):
                 getattr(new, name).update(getattr(conv, name))
         return new
