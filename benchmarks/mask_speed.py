@@ -57,8 +57,8 @@ def plain_topk_mask(weight: torch.Tensor, n: int, m: int, preserve: float = 0.0,
     """``S = L * (1 + F + P)`` with plain batched ``topk`` / ``kthvalue``, for comparison.
 
     A straightforward transcription of the mask's definition ("The mask" in
-    ``docs/design.md``): ``topk`` per block for ``L``, ``topk`` of the smallest ``torch.sum`` block norms for the exemption, ``kthvalue`` per row
-    for the soft queries, whose dropped entries are all those ``<=`` the K-th smallest. Ties
+    ``docs/design.md``): ``topk`` per block for ``L``, ``topk`` of the smallest
+    ``torch.sum`` block norms for the exemption, ``kthvalue`` per row for the soft queries, whose dropped entries are all those ``<=`` the K-th smallest. Ties
     are not broken like a stable sort (and the norms are not summed left to right), so on
     tied weights it may differ from the spec.
     """
