@@ -58,9 +58,10 @@ def plain_topk_mask(weight: torch.Tensor, n: int, m: int, preserve: float = 0.0,
 
     A straightforward transcription of the mask's definition ("The mask" in
     ``docs/design.md``): ``topk`` per block for ``L``, ``topk`` of the smallest
-    ``torch.sum`` block norms for the exemption, ``kthvalue`` per row for the soft queries, whose dropped entries are all those ``<=`` the K-th smallest. Ties
-    are not broken like a stable sort (and the norms are not summed left to right), so on
-    tied weights it may differ from the spec.
+    ``torch.sum`` block norms for the exemption, ``kthvalue`` per row for the soft queries,
+    whose dropped entries are all those ``<=`` the K-th smallest. Ties are not broken like a
+    stable sort (and the norms are not summed left to right), so on tied weights it may
+    differ from the spec.
     """
     dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
     a = weight.detach().to(dtype).abs()
