@@ -117,7 +117,7 @@ def srste_decay_(weight: Union[torch.Tensor, Sequence[torch.Tensor]],
         torch._foreach_neg_(terms)
         torch._foreach_add_(terms, 1)  # 1 - clamp(S, 0, 1), exactly
         torch._foreach_mul_(terms, lam)
-        torch._foreach_mul_(terms, [w.detach() for w, _ in pairs])
+        torch._foreach_mul_(terms, [w for w, _ in pairs])  # no_grad: no detach needed
         if scale is not None:
             torch._foreach_mul_(terms, scale)
         if any(t.dtype != g.dtype for t, g in zip(terms, grads)):
