@@ -26,8 +26,9 @@ by the weights' shapes, so the computation can be captured in a CUDA graph
 (:meth:`PackedMasks.compute_flat` on static buffers). Everything is allowed under
 ``torch.use_deterministic_algorithms(True)``.
 
-The index tensors are built once per list of shapes and device (:class:`PackedMasks`); their
-size is a few int64 entries per weight entry.
+The index tensors are built once per list of shapes and device (:class:`PackedMasks`): about
+20 bytes per weight entry (int64 block-column and kernel-position gathers, int64 sort keys,
+int32 ranks), and a refresh needs about as much again while it runs (keys, permutation).
 """
 import math
 from typing import List, Optional, Sequence, Tuple
@@ -133,9 +134,13 @@ class PackedMasks:
         to = dict(device=self.device)
         self.col_idx = torch.cat(col_idx, 1).to(**to) if self.hard else None
         self.p_idx = torch.cat(p_idx).to(**to) if p_idx else None
-        self.signed_rank = (sign[row_of] * rank).to(**to)
-        self.row_of = row_of.to(**to)
-        self.row_key = (row_of << _ROW_SHIFT).to(**to) if self.work == torch.float32 else None
+        # int32 ranks (rows are shorter than 2^31); the row of each entry is kept once, as
+        # the sort key's high bits for float32 (``row_key >> 31``), else as it is.
+        self.signed_rank = (sign[row_of] * rank).to(torch.int32).to(**to)
+        if self.work == torch.float32:
+            self.row_key, self._row_of = (row_of << _ROW_SHIFT).to(**to), None
+        else:
+            self.row_key, self._row_of = None, row_of.to(**to)
         self.pair_pos = torch.stack([low, high]).to(**to) if self.soft else None
         self.thresholds = torch.empty(len(rows), dtype=torch.int64, device=self.device)
         self.sort_size = int(lengths.sum())
@@ -195,7 +200,8 @@ class PackedMasks:
             parts.append(sequential_sum(columns))
         values = torch.cat(parts) if len(parts) > 1 else parts[0]
         perm = self._segmented_sort(values)
-        marked = torch.ge(self.signed_rank, self.thresholds.take(self.row_of)).to(self.work)
+        row_of = self._row_of if self.row_key is None else self.row_key >> _ROW_SHIFT
+        marked = torch.ge(self.signed_rank, self.thresholds.take(row_of)).to(self.work)
         marks = torch.empty_like(marked).scatter_(0, perm, marked)
         if self.hard:
             exempt = marks[values.numel() - keep.shape[1]:]
@@ -207,7 +213,7 @@ class PackedMasks:
         pair = values.take(perm.take(self.pair_pos))
         low, high = pair.unbind(0)
         thresh = low if self.n == self.m else (low + high) / 2
-        query = (values[:soft_size] - thresh.take(self.row_of[:soft_size])).div_(self.tau)
+        query = (values[:soft_size] - thresh.take(row_of[:soft_size])).div_(self.tau)
         query = query.sigmoid_().mul_(marks[:soft_size])
         mask = query[:self.total].add_(1.0)
         if self.p_idx is not None:
@@ -223,7 +229,7 @@ class PackedMasks:
             key = ordered_view(values).to(torch.int64).add_(self.row_key)
             return key.sort(stable=True).indices
         by_value = values.sort(stable=True).indices
-        by_row = self.row_of.take(by_value).sort(stable=True).indices
+        by_row = self._row_of.take(by_value).sort(stable=True).indices
         return by_value.take(by_row)
 
     def _check_finite(self, a: torch.Tensor, names: Sequence[str]) -> None:
