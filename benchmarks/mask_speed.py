@@ -280,6 +280,9 @@ def main():
           f'{args.n}:{args.m}, preserve {args.preserve}, {args.device}, '
           f'{torch.get_num_threads()} CPU threads, torch {torch.__version__}, '
           f'median of {args.repeats} (after 1 warm-up)')
+    per_conv, packed = refresh_op_counts(shapes, args)
+    print(f'ATen ops per refresh of the {len(shapes)} convs (meta, no host sync): per conv '
+          f'{per_conv}, packed {packed} ({per_conv / packed:.1f}x fewer)', flush=True)
     if args.device == 'cpu':
         identical = run_pass(weights, shapes, args)
     else:
