@@ -74,7 +74,7 @@ class _Group:
 
     def _capture(self) -> None:
         """Capture the packed computation on static buffers (warm-up on a side stream)."""
-        self.static_in = self.plan.pack(self.weights).clone()
+        self.static_in = self.plan.pack(self.weights)
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
@@ -82,7 +82,9 @@ class _Group:
                 self.plan.compute_flat(self.static_in, self.names)
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # The refresh may run inside an AMP forward: nothing in it is an autocast op, and
+        # keeping autocast (and its cast cache) out of the capture keeps it so.
+        with torch.autocast('cuda', enabled=False), torch.cuda.graph(graph):
             self.static_out = self.plan.compute_flat(self.static_in, self.names)
         self.static_pieces = self.static_out.split(self.plan.sizes)
         self.graph = graph
