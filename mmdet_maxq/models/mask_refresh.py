@@ -18,7 +18,7 @@ into the buffers.
 The layouts are cached on the model (rebuilt when the convs, their shapes, devices or dtypes
 change) in an attribute that deep copies (EMA models) and pickles as empty.
 """
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -151,8 +151,3 @@ def refresh_convs(model: nn.Module, convs: Sequence[SparseConv2d],
         for conv in members:
             conv.mark_mask_current()
 
-
-def release_layouts(model: nn.Module) -> Optional[int]:
-    """Drop the cached layouts of ``model`` (e.g. before moving it); returns how many."""
-    cache = model.__dict__.pop(_CACHE_ATTR, None)
-    return len(cache.groups) if isinstance(cache, _RefreshCache) else None

@@ -35,7 +35,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
-from ._select import keep_n_largest, mark_k, nth_largest_columns, ordered_view, sequential_sum
+from ._select import mark_k, nth_largest_columns, ordered_view, sequential_sum
 from .validation import check_finite, check_nm, check_preserve, check_tau
 
 __all__ = ['PackedMasks', 'work_dtype']
