@@ -15,6 +15,14 @@ output is identical (``torch.equal``, no tolerance) and the peak extra memory of
   ``torch.profiler`` (``profile_memory=True``, events in start order) during the call.
 
 Both count the returned mask. Reported for the largest layer and as the maximum over layers.
+
+Also timed: the packed computation of all 52 masks at once
+(:class:`mmdet_maxq.sparsity.batched.PackedMasks`, the path of GPU refreshes; on the CPU
+the refresh uses the per-conv ``maxq_mask``, faster there), checked identical; and, on
+``meta`` tensors, the number of ATen ops one refresh of the 52 convs dispatches (the host
+overhead on a GPU, where every op is a launch): per conv as before
+(``maxq_mask`` and a copy into the buffer, conv after conv) and packed (one
+``PackedMasks`` computation, the layout built beforehand, plus one ``_foreach_copy_``).
 On CUDA everything runs twice: in float32, and under
 ``torch.autocast('cuda', dtype=torch.float16)`` (as in ``--amp`` training).
 
@@ -34,19 +42,26 @@ import time
 
 import torch
 
-from mmdet_maxq.sparsity import maxq_mask
-from mmdet_maxq.sparsity.reference import reference_maxq_mask
+# The sort-based reference lives with the tests (it is not part of the package).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+
+from mmdet_maxq.sparsity import maxq_mask  # noqa: E402
+from mmdet_maxq.sparsity.batched import PackedMasks  # noqa: E402
+from tests.sparsity.reference import reference_maxq_mask  # noqa: E402
 
 
 def plain_topk_mask(weight: torch.Tensor, n: int, m: int, preserve: float = 0.0,
                     tau: float = 1e-2) -> torch.Tensor:
     """``S = L * (1 + F + P)`` with plain batched ``topk`` / ``kthvalue``, for comparison.
 
-    A straightforward transcription of DESIGN.md section 3: ``topk`` per block for ``L``,
-    ``topk`` of the smallest ``torch.sum`` block norms for the exemption, ``kthvalue`` per row
-    for the soft queries, whose dropped entries are all those ``<=`` the K-th smallest. Ties
-    are not broken like a stable sort (and the norms are not summed left to right), so on
-    tied weights it may differ from the spec.
+    A straightforward transcription of the mask's definition ("The mask" in
+    ``docs/design.md``): ``topk`` per block for ``L``, ``topk`` of the smallest
+    ``torch.sum`` block norms for the exemption, ``kthvalue`` per row for the soft queries,
+    whose dropped entries are all those ``<=`` the K-th smallest. Ties are not broken like a
+    stable sort (and the norms are not summed left to right), so on tied weights it may
+    differ from the spec.
     """
     dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
     a = weight.detach().to(dtype).abs()
@@ -150,6 +165,52 @@ def peak_extra_bytes(fn, weight, args) -> int:
     return peak
 
 
+class _OpCounter(TorchDispatchMode):
+    """Counts the ATen ops dispatched while active."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+@torch.no_grad()
+def refresh_op_counts(shapes, args):
+    """ATen ops of one refresh of ``shapes`` on ``meta``: (per conv, packed)."""
+    weights = [torch.empty(s, device='meta') for s in shapes]
+    buffers = [torch.empty(s, device='meta') for s in shapes]
+    with _OpCounter() as per_conv:
+        for w, b in zip(weights, buffers):
+            b.copy_(maxq_mask(w.detach(), args.n, args.m, preserve=args.preserve))
+    plan = PackedMasks(shapes, args.n, args.m, 'maxq', device='meta')
+    views = [b.view(-1) for b in buffers]  # made once, with the layout
+    plan.set_preserve([args.preserve] * len(shapes))
+    with _OpCounter() as packed:
+        flat = plan.compute_flat(plan.pack(weights))
+        torch._foreach_copy_(views, list(flat.split(plan.sizes)))
+    return per_conv.count, packed.count
+
+
+def time_packed(weights, shapes, args, reference_masks):
+    """Median seconds of the packed masks of all weights; whether they equal the others."""
+    plan = PackedMasks(shapes, args.n, args.m, 'maxq', device=weights[0].device,
+                       dtype=weights[0].dtype)
+    rates = [args.preserve] * len(weights)
+    times = []
+    for repeat in range(args.repeats + 1):
+        _sync(args.device)
+        start = time.perf_counter()
+        masks = plan.masks(weights, rates)
+        _sync(args.device)
+        if repeat:
+            times.append(time.perf_counter() - start)
+    same = all(torch.equal(a, b) for a, b in zip(masks, reference_masks))
+    return statistics.median(times), times, same
+
+
 def _differences(outputs, name, other):
     """(number of masks that differ, max |difference|) between two methods' outputs."""
     pairs = list(zip(outputs[name], outputs[other]))
@@ -180,6 +241,11 @@ def run_pass(weights, shapes, args) -> bool:
     plain_differ, plain_diff = _differences(outputs, MAXQ, PLAIN)
     print(f'{PLAIN} identical to maxq_mask: {plain_differ == 0} ({plain_differ} of '
           f'{len(weights)} masks differ; max |difference| {plain_diff:.3g})')
+    if not args.skip_packed:
+        packed, packed_runs, same = time_packed(weights, shapes, args, outputs[MAXQ])
+        spread = ', '.join(f'{t * 1e3:.0f}' for t in packed_runs)
+        print(f'{"packed (PackedMasks)":24s} {packed * 1e3:8.1f} ms   (runs: {spread}); '
+              f'{medians[MAXQ] / packed:.2f}x the speed of maxq_mask; identical to it: {same}')
 
     largest = max(range(len(weights)), key=lambda i: weights[i].numel())
     size = weights[largest].numel() * weights[largest].element_size()
@@ -201,6 +267,8 @@ def main():
     parser.add_argument('--preserve', type=float, default=0.5)
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--skip-packed', action='store_true',
+                        help='do not time the packed computation (slow on the CPU)')
     args = parser.parse_args()
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: no CUDA device is available')
@@ -212,6 +280,9 @@ def main():
           f'{args.n}:{args.m}, preserve {args.preserve}, {args.device}, '
           f'{torch.get_num_threads()} CPU threads, torch {torch.__version__}, '
           f'median of {args.repeats} (after 1 warm-up)')
+    per_conv, packed = refresh_op_counts(shapes, args)
+    print(f'ATen ops per refresh of the {len(shapes)} convs (meta, no host sync): per conv '
+          f'{per_conv}, packed {packed} ({per_conv / packed:.1f}x fewer)', flush=True)
     if args.device == 'cpu':
         identical = run_pass(weights, shapes, args)
     else:

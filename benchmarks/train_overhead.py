@@ -9,8 +9,11 @@ backward, the pruned-weight decay of ``SRSTEDecayHook`` for srste and maxq, opti
 ``AmpOptimWrapper`` with ``--amp``). Methods are timed round robin (one iteration of each in
 turn, the order rotating every round) so that machine noise hits them alike; medians are
 reported with the ratio to dense. The mask refresh (every sparse conv's mask computed once,
-as each training forward does) is also timed on its own, outside the iteration, and reported
-as a share of the dense iteration.
+by ``refresh_masks``, as the model's forward pre-hook does before each training forward) is
+also timed on its own, outside the iteration, and reported as a share of the dense
+iteration. ``--cuda-graph`` replays the refresh from a CUDA graph
+(``model.sparsity.cuda_graph=True``). MMEngine's build log and framework warnings are
+silenced: only the figures are printed.
 
 Examples::
 
@@ -18,13 +21,16 @@ Examples::
     python benchmarks/train_overhead.py --device cuda --amp                  # COCO scale
 """
 import argparse
+import logging
 import statistics
 import time
+import warnings
 
 import torch
 
 import mmdet_maxq  # noqa: F401
 from mmdet.registry import MODELS
+from mmengine.logging import MMLogger
 from mmdet.testing import demo_mm_inputs
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmdet_maxq.cli import load_config
@@ -49,7 +55,11 @@ def parse_args():
     parser.add_argument('--amp', action='store_true', help='AmpOptimWrapper (CUDA only)')
     parser.add_argument('--threads', type=int, default=None, help='torch threads')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--cuda-graph', action='store_true',
+                        help='replay the mask refresh from a CUDA graph (CUDA only)')
     args = parser.parse_args()
+    if args.cuda_graph and not args.device.startswith('cuda'):
+        parser.error('--cuda-graph needs --device cuda')
     if args.amp and not args.device.startswith('cuda'):
         parser.error('--amp needs --device cuda (MMEngine\'s AmpOptimWrapper is CUDA-only)')
     return args
@@ -59,6 +69,8 @@ def build(method, args):
     cfg = load_config(CONFIG)
     cfg.model.backbone.init_cfg = None
     cfg.model.sparsity = dict(method=method, n=args.n, m=args.m)
+    if args.cuda_graph and method != 'dense':
+        cfg.model.sparsity['cuda_graph'] = True
     torch.manual_seed(0)
     model = MODELS.build(cfg.model)
     model.init_weights()
@@ -85,8 +97,16 @@ def timed(fn, device):
     return time.perf_counter() - start
 
 
+def quiet() -> None:
+    """Silence MMEngine's logs below warnings and the frameworks' Python warnings."""
+    MMLogger.get_instance('train_overhead', log_level='WARNING')  # the 'current' logger
+    logging.getLogger('mmengine').setLevel(logging.WARNING)
+    warnings.filterwarnings('ignore')
+
+
 def main():
     args = parse_args()
+    quiet()
     if args.threads:
         torch.set_num_threads(args.threads)
     shape = (3, args.height, args.width)
@@ -107,10 +127,11 @@ def main():
                 steps[method].append(step)
                 refreshes[method].append(refresh)
     device = torch.cuda.get_device_name() if args.device.startswith('cuda') else 'CPU'
+    graph = ', CUDA-graph refresh' if args.cuda_graph else ''
     print(f'Faster R-CNN R50-FPN, batch {args.batch} x {args.height}x{args.width}, '
           f'{args.n}:{args.m}, preserve {args.preserve}, {device}, '
-          f'{"AMP" if args.amp else "fp32"}, threads {torch.get_num_threads()}, {args.iters} '
-          'timed iterations per method (medians)')
+          f'{"AMP" if args.amp else "fp32"}{graph}, threads {torch.get_num_threads()}, '
+          f'{args.iters} timed iterations per method (medians)')
     print('The train_step of each model differs a little by its own proposals (random init, '
           'different masks); the mask refresh is the cost sparsity adds on top.')
     dense = statistics.median(steps['dense'])

@@ -4,9 +4,9 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from mmdet_maxq.sparsity import (HardSTE, SoftSTE, check_nm, is_nm_eligible, is_nm_sparse,
-                                 maxq_mask, nm_mask)
-from mmdet_maxq.sparsity.validation import check_preserve
+from mmdet_maxq.sparsity import check_nm, is_nm_eligible, is_nm_sparse, maxq_mask, nm_mask
+from mmdet_maxq.sparsity.ste import apply_mask
+from mmdet_maxq.sparsity.validation import check_preserve, check_tau
 
 SPARSE_METHODS = ('maxq', 'srste')
 STE_KINDS = ('soft', 'hard')
@@ -19,14 +19,20 @@ class SparseConv2d(nn.Conv2d):
     ``method='srste'`` the hard 0/1 N:M mask. Both honour the incremental-sparsity preserve
     rate ``preserve`` (set by :class:`SparsityScheduleHook`).
 
-    When the mask is computed (DESIGN.md section 3, "When masks change"):
+    When the mask is computed (see "When masks are computed" in ``docs/design.md``):
 
-    - every training-mode forward of a trainable weight recomputes it from the current
-      weight, as the paper's training loop does. Nothing is cached on the weight's identity
-      or version counter, so fused optimizers, ``.data`` writes (EMA swaps, mean-teacher
-      updates) and DDP all see masks of the weights they compute with;
-    - a frozen weight (``requires_grad=False``, e.g. MMDetection's ``frozen_stages``) is
-      recomputed only when the preserve rate changed or the mask is stale;
+    - in a sparsified model (:func:`~mmdet_maxq.models.sparsify`), a forward pre-hook on the
+      model computes the masks of all its sparse convs at once before every training-mode
+      forward (:func:`~mmdet_maxq.models.refresh_masks`, one packed computation), from the
+      weights then in place, as the paper's training loop does. Every call of a conv in that
+      forward (heads shared over FPN levels) uses that mask. Nothing is cached on the
+      weight's identity or version counter, so fused optimizers, ``.data`` writes (EMA swaps,
+      mean-teacher updates) and DDP all see masks of the weights they compute with;
+    - a conv used on its own (no sparsified model around it) in training mode computes its
+      mask at every call of a trainable weight, into a new tensor that the call keeps;
+    - a frozen weight (``requires_grad=False``, e.g. MMDetection's ``frozen_stages``) called
+      on its own is recomputed only when the preserve rate changed or the mask is stale (in a
+      sparsified model it is refreshed with the others);
     - switching to eval mode (``model.eval()``, which MMEngine's val/test loops call after
       the EMA hook has swapped in its weights) and loading a state dict mark the mask stale;
       the next forward recomputes it from the weights then in place, and later eval forwards
@@ -66,8 +72,7 @@ class SparseConv2d(nn.Conv2d):
             raise ValueError(f'method must be one of {SPARSE_METHODS}, got {method!r}')
         if ste not in STE_KINDS:
             raise ValueError(f'ste must be one of {STE_KINDS}, got {ste!r}')
-        if not tau > 0:
-            raise ValueError(f'tau must be > 0, got {tau!r}')
+        check_tau(tau)
         if not is_nm_eligible(self.weight, m):
             raise ValueError(
                 f'{layer_name}: a conv with {self.weight.shape[1]} input channels per group '
@@ -80,15 +85,23 @@ class SparseConv2d(nn.Conv2d):
         self.mask_stale = True
         # The preserve rate ``mask`` was computed at.
         self._mask_preserve: Optional[float] = None
+        # True while a sparsified model's forward, whose pre-hook refreshed ``mask``, runs.
+        self.mask_held = False
 
     @classmethod
     def convert_from(cls, conv: nn.Conv2d, n: int, m: int, method: str = 'maxq',
                      tau: float = 1e-2, ste: str = 'soft',
                      layer_name: str = 'weight') -> 'SparseConv2d':
-        """Wrap ``conv``: the same parameter objects, device, dtype and training mode.
+        """Wrap ``conv``: the same parameter objects, device, dtype, training mode and hooks.
+
+        The module is built by the normal constructor (on the ``meta`` device, so nothing is
+        allocated twice) and then given ``conv``'s own parameters; its forward hooks and
+        pre-hooks are carried over.
 
         Args:
-            conv (nn.Conv2d): A plain ``nn.Conv2d`` (or MMCV's empty-input ``Conv2d`` wrapper).
+            conv (nn.Conv2d): A plain ``nn.Conv2d`` (or MMCV's ``Conv2d`` wrapper, whose only
+                addition, an empty-input guard for old torch versions, plain convs of the
+                supported torch versions do themselves).
             n, m, method, tau, ste, layer_name: As in the class.
 
         Returns:
@@ -96,17 +109,20 @@ class SparseConv2d(nn.Conv2d):
         """
         if not isinstance(conv, nn.Conv2d):
             raise TypeError(f'convert_from expects an nn.Conv2d, got {type(conv).__name__}')
-        new = cls.__new__(cls)
-        nn.Module.__init__(new)
-        for attr in ('in_channels', 'out_channels', 'kernel_size', 'stride', 'padding',
-                     'dilation', 'transposed', 'output_padding', 'groups', 'padding_mode',
-                     '_reversed_padding_repeated_twice'):
-            setattr(new, attr, getattr(conv, attr))
+        new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                  conv.padding, conv.dilation, conv.groups, conv.bias is not None,
+                  conv.padding_mode, n=n, m=m, method=method, tau=tau, ste=ste,
+                  layer_name=layer_name, device='meta', dtype=conv.weight.dtype)
         new.weight = conv.weight
         new.bias = conv.bias
-        new.training = conv.training
-        new._set_sparsity(n, m, method, tau, ste, layer_name)
-        new.register_buffer('mask', torch.ones_like(conv.weight, requires_grad=False))
+        new.mask = torch.ones_like(conv.weight, requires_grad=False)
+        new.train(conv.training)
+        new.mask_stale = True
+        for name in ('_forward_hooks', '_forward_hooks_with_kwargs',
+                     '_forward_hooks_always_called', '_forward_pre_hooks',
+                     '_forward_pre_hooks_with_kwargs'):
+            if hasattr(conv, name):
+                getattr(new, name).update(getattr(conv, name))
         return new
 
     def compute_mask(self, preserve: float = 0.0) -> torch.Tensor:
@@ -131,9 +147,13 @@ class SparseConv2d(nn.Conv2d):
         if preserve is not None:
             self.set_preserve(preserve)
         self.mask.copy_(self.compute_mask(self.preserve))
+        self.mark_mask_current()
+        return self.mask
+
+    def mark_mask_current(self) -> None:
+        """Record that ``mask`` was just computed from the current weight at ``preserve``."""
         self.mask_stale = False
         self._mask_preserve = self.preserve
-        return self.mask
 
     def set_preserve(self, preserve: float) -> None:
         """Set the preserve rate; the mask follows at the next forward."""
@@ -143,6 +163,8 @@ class SparseConv2d(nn.Conv2d):
     def _mask_is_current(self) -> bool:
         if self.mask_stale or self._mask_preserve != self.preserve:
             return False
+        if self.mask_held:  # refreshed by the sparsified model for this forward
+            return True
         # A trainable weight changes at every step: recompute in every training forward.
         return not (self.training and self.weight.requires_grad)
 
@@ -152,12 +174,21 @@ class SparseConv2d(nn.Conv2d):
         Recomputes the mask first when it may not describe the current weight (see the
         class docstring).
         """
+        mask = self.mask
         if not self._mask_is_current():
-            self.update_mask()
+            if self.training and self.weight.requires_grad:
+                # Called on its own in training: a new mask for this call, which the hard STE
+                # saves for the backward; the buffer gets a copy, so a later call rewriting the
+                # buffer does not touch what an earlier call saved.
+                mask = self.compute_mask(self.preserve)
+                with torch.no_grad():
+                    self.mask.copy_(mask)
+                self.mark_mask_current()
+            else:
+                self.update_mask()
         if not torch.is_grad_enabled() or not self.weight.requires_grad:
-            return self.weight * self.mask
-        ste = SoftSTE if self.ste == 'soft' else HardSTE
-        return ste.apply(self.weight, self.mask)
+            return self.weight * mask
+        return apply_mask(self.weight, mask, hard=self.ste == 'hard')
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(x, self.effective_weight(), self.bias)

@@ -1,11 +1,11 @@
-"""MaxQ N:M sparsity in plain PyTorch (no OpenMMLab import): DESIGN.md section 3.
+"""MaxQ N:M sparsity in plain PyTorch (no OpenMMLab import); see "The mask" in docs/design.md.
 
 - :mod:`.masks`: ``nm_mask`` (hard N:M), ``maxq_mask`` (``S = L * (1 + F + P)``);
 - :mod:`.schedules`: ``preserve_rate`` and ``SCHEDULE_KINDS``;
 - :mod:`.ste`: ``SoftSTE`` / ``HardSTE`` / ``apply_mask``, SR-STE decay;
 - :mod:`.report`: ``is_nm_sparse``, ``nm_compliance``, ``layer_summary``;
 - :mod:`.validation`: ``check_nm``, ``is_nm_eligible`` and the shared argument checks;
-- :mod:`.reference`: the slow sort-based mask, for verification only.
+- :mod:`.batched`: ``PackedMasks``, the masks of many weights in one packed computation.
 """
 from .masks import axis_query, hard_nm_keep, maxq_mask, nm_mask
 from .report import is_nm_sparse, layer_summary, nm_compliance

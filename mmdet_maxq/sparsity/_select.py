@@ -1,7 +1,7 @@
 """Exact selection primitives for the masks: thresholds without full sorts, and no host sync.
 
 Every function returns exactly what a stable sort would give (the reference in
-:mod:`mmdet_maxq.sparsity.reference` sorts); they only avoid the sort's cost. Off the CPU they
+``tests/sparsity/reference.py`` sorts); they only avoid the sort's cost. Off the CPU they
 never read a tensor value on the host (no ``.item()``, ``bool(t)``, ``nonzero()``,
 boolean-mask indexing, or Python branch on tensor values): every step is a fixed sequence of
 tensor ops decided by shapes and Python numbers only, so on a GPU the whole mask is queued

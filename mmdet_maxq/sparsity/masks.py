@@ -1,4 +1,4 @@
-"""N:M and MaxQ masks (DESIGN.md section 3), by selection instead of sorting.
+"""N:M and MaxQ masks ("The mask" in docs/design.md), by selection instead of sorting.
 
 All the work is done on ``A = |W|`` (float32 for float16/bfloat16/float32 weights, float64 for
 float64 weights), computed once per call. Thresholds come from selections (see
@@ -13,7 +13,7 @@ Ties: every selection behaves like a stable sort, i.e. among equal values the lo
 taken first. "Keep the N largest" keeps the lower indices, "exempt the E smallest norms"
 exempts the lower block indices, and "drop the K smallest" drops the lower indices. So exactly
 N weights survive in every block and the mask is deterministic on every device.
-:mod:`mmdet_maxq.sparsity.reference` is the sort-based definition this module must equal.
+The sort-based definition this module must equal is ``tests/sparsity/reference.py``.
 
 No host-device synchronisation off the CPU: nothing here reads a tensor value on the host or
 branches on one (only on shapes, the device type and the Python numbers N, M, preserve and

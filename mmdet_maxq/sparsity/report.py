@@ -1,4 +1,4 @@
-"""N:M compliance and sparsity summaries of a weight (blocks as in DESIGN.md section 3)."""
+"""N:M compliance and sparsity summaries of a weight (blocks: see "The mask", docs/design.md)."""
 from typing import Dict, Optional
 
 import torch

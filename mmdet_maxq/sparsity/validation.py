@@ -6,7 +6,7 @@ from typing import Sequence, Union
 import torch
 
 __all__ = ['check_nm', 'is_nm_eligible', 'check_weight', 'check_finite', 'check_preserve',
-           'check_tau', 'check_mask_like']
+           'check_tau', 'check_decay', 'check_mask_like']
 
 
 def check_nm(n: int, m: int) -> None:
@@ -158,3 +158,20 @@ def check_tau(tau: float) -> None:
             or not (math.isfinite(float(tau)) and float(tau) > 0)):
         raise ValueError(f'tau must be a positive number (the sigmoid temperature, default '
                          f'1e-2), got {tau!r}')
+
+
+def check_decay(value: float, name: str = 'decay') -> None:
+    """Raise ``ValueError`` unless ``value`` is a finite number > 0 (the SR-STE decay).
+
+    A decay of 0 is refused: it would do nothing at the cost of a pass over every sparse
+    weight; leave the decay out instead.
+
+    Args:
+        value (float): The decay strength (lambda).
+        name (str): Its name in the message. Defaults to ``'decay'``.
+    """
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+            or not (math.isfinite(float(value)) and float(value) > 0)):
+        raise ValueError(f'{name} must be a positive number (the SR-STE decay, finite and > 0, '
+                         f'default 2e-4; leave the decay out rather than setting 0), '
+                         f'got {value!r}')

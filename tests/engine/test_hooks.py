@@ -136,3 +136,20 @@ def test_hooks_refuse_a_plain_detector():
     runner = types.SimpleNamespace(model=nn.Conv2d(3, 3, 1))
     with pytest.raises(TypeError, match="needs a sparse model.*type='SparseDetector'"):
         SparsityScheduleHook().before_train(runner)
+
+
+def test_decay_is_a_fixed_number_of_foreach_ops():
+    """The decay pre-hook dispatches the same few ops whatever the number of layers."""
+    from ..sparsity.test_sync_free import OpRecorder
+    counts = []
+    for layers in (4, 16):
+        convs = [SparseConv2d(16, 8, 3, n=2, m=8, device='meta') for _ in range(layers)]
+        for conv in convs:
+            conv.weight.grad = torch.zeros_like(conv.weight)
+        decay = SRSTEDecayHook(decay=1e-3)._make_hook(convs)
+        scale = torch.ones((), device='meta')
+        with OpRecorder() as recorder:
+            decay(types.SimpleNamespace(grad_scale=scale), (), {})
+        assert recorder.host_reads() == []
+        counts.append(len(recorder.ops()))
+    assert counts[0] == counts[1] <= 12, counts

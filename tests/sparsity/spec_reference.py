@@ -1,4 +1,4 @@
-"""The mask of DESIGN.md section 3 transcribed from its text, with Python sorts and loops.
+"""The mask ("The mask" in docs/design.md) transcribed from its text, with Python sorts and loops.
 
 Independent of the package (it shares no code with ``mmdet_maxq.sparsity``) and only for the
 tiny tensors of the tests. Conventions it pins down, which the package documents too:

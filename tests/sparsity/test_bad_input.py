@@ -92,9 +92,9 @@ def test_summary_and_ste_check_the_mask():
         layer_summary(W, 2, 4, mask=torch.full_like(W, NAN))
     with pytest.raises(ValueError, match='mask shape'):
         apply_mask(W, torch.ones(4, 8))
-    with pytest.raises(ValueError, match='lam must be a finite number >= 0'):
+    with pytest.raises(ValueError, match='lam must be a positive number'):
         srste_decay_term(W, torch.ones_like(W), lam=-1.0)
-    with pytest.raises(ValueError, match='lam must be a finite number >= 0'):
+    with pytest.raises(ValueError, match='lam must be a positive number'):
         srste_decay_(torch.nn.Parameter(W.clone()), torch.ones_like(W), lam=NAN)
 
 

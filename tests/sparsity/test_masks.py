@@ -1,4 +1,4 @@
-"""nm_mask / maxq_mask against the test's own transcription of DESIGN.md section 3."""
+"""nm_mask / maxq_mask against the test's own transcription of "The mask" (docs/design.md)."""
 import pytest
 import torch
 

@@ -1,4 +1,4 @@
-"""Preserve-rate schedules: the formulas of DESIGN.md section 3, evaluated independently."""
+"""Preserve-rate schedules: the formulas ("Schedules", docs/design.md), checked independently."""
 import math
 
 import pytest

@@ -10,7 +10,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from mmdet_maxq.sparsity import _select, maxq_mask, nm_mask
-from mmdet_maxq.sparsity.reference import reference_maxq_mask
+from .reference import reference_maxq_mask
 from mmdet_maxq.sparsity.validation import check_finite
 
 from .weights import distinct_weight, resnet50_eligible_shapes, tied_weight

@@ -7,7 +7,8 @@ from mmengine.optim import OptimWrapperDict
 from mmdet.registry import HOOKS
 
 from mmdet_maxq.models.sparsify import sparse_convs
-from mmdet_maxq.sparsity import srste_decay_term
+from mmdet_maxq.sparsity import srste_decay_
+from mmdet_maxq.sparsity.validation import check_decay
 from .utils import get_sparse_model
 
 
@@ -34,8 +35,10 @@ class SRSTEDecayHook(Hook):
     priority = 'NORMAL'
 
     def __init__(self, decay: float = 2e-4):
-        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not decay > 0:
-            raise ValueError(f'SRSTEDecayHook: decay must be a positive number, got {decay!r}')
+        try:
+            check_decay(decay, 'decay')
+        except ValueError as err:
+            raise ValueError(f'SRSTEDecayHook: {err}') from None
         self.decay = float(decay)
         self._handles: List = []
 
@@ -56,20 +59,15 @@ class SRSTEDecayHook(Hook):
                 self._handles.append(optimizer.register_step_pre_hook(self._make_hook(mine)))
 
     def _make_hook(self, layers):
+        # The model is looked up once (before_train); each step is a few foreach ops.
+        weights = [conv.weight for conv in layers]
 
         @torch.no_grad()
         def decay_hook(optimizer, args, kwargs):
             # Set by GradScaler.step for optimizers that unscale inside step(); None once the
             # gradients were unscaled (or without AMP).
             scale = getattr(optimizer, 'grad_scale', None)
-            for conv in layers:
-                grad = conv.weight.grad
-                if grad is None:
-                    continue
-                term = srste_decay_term(conv.weight, conv.mask, self.decay)
-                if scale is not None:
-                    term.mul_(scale.to(term.dtype))
-                grad.add_(term.to(grad.dtype))
+            srste_decay_(weights, [conv.mask for conv in layers], self.decay, scale=scale)
 
         return decay_hook
 

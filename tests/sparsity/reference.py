@@ -1,4 +1,4 @@
-"""The slow, spec-literal MaxQ mask (DESIGN.md section 3): full stable sorts, no shortcuts.
+"""The slow, spec-literal MaxQ mask ("The mask" in docs/design.md): full stable sorts only.
 
 For verification only: ``benchmarks/mask_speed.py`` times it against
 :func:`mmdet_maxq.sparsity.maxq_mask` and checks both give the same tensors, and the tests
