@@ -23,9 +23,9 @@ from typing import Dict, List
 
 import torch
 import torch.nn.functional as F
+from mmdet.registry import MODELS
 
 import mmdet_maxq  # noqa: F401
-from mmdet.registry import MODELS
 from mmdet_maxq.cli import load_config
 from mmdet_maxq.engine.hooks.bn_recalibration_hook import recalibrate_batch_norms
 from mmdet_maxq.models import SparsitySettings, set_preserve_rate, sparse_convs, sparsify

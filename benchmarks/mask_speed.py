@@ -149,7 +149,7 @@ def peak_extra_bytes(fn, weight, args) -> int:
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
-        mask = fn(weight, args.n, args.m, preserve=args.preserve)
+        mask = fn(weight, args.n, args.m, preserve=args.preserve)  # noqa: F841 (kept alive)
         torch.cuda.synchronize()
         del mask
         return torch.cuda.max_memory_allocated() - base

@@ -27,12 +27,12 @@ import time
 import warnings
 
 import torch
+from mmdet.registry import MODELS
+from mmdet.testing import demo_mm_inputs
+from mmengine.logging import MMLogger
+from mmengine.optim import AmpOptimWrapper, OptimWrapper
 
 import mmdet_maxq  # noqa: F401
-from mmdet.registry import MODELS
-from mmengine.logging import MMLogger
-from mmdet.testing import demo_mm_inputs
-from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmdet_maxq.cli import load_config
 from mmdet_maxq.engine.hooks import SRSTEDecayHook
 from mmdet_maxq.models import refresh_masks, set_preserve_rate, sparse_convs

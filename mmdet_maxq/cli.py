@@ -108,7 +108,6 @@ def check_data_roots(cfg: Config, loaders: List[str]) -> None:
                                    'data_root and ann_file')
 
 
-
 def _pretrained_inits(cfg, key: str) -> Iterator:
     """``(config key, checkpoint)`` of every ``init_cfg=dict(type='Pretrained', ...)`` under
     ``cfg`` (nested dicts and lists, e.g. ``model.backbone.init_cfg``)."""

@@ -76,7 +76,7 @@ def _mismatch_summary(message: str, shown: int = 3) -> str:
             groups.setdefault(head.replace(' in source state_dict', ''), []).extend(
                 k.strip() for k in keys.split(',') if k.strip())
     parts = [f'{kind} ({len(keys)}): {", ".join(keys[:shown])}' + (' ...' if len(keys) > shown
-                                                                    else '')
+                                                                   else '')
              for kind, keys in groups.items()]
     return '; '.join(parts) or message.strip().splitlines()[-1]
 

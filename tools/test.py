@@ -9,18 +9,19 @@ import os
 import warnings
 from copy import deepcopy
 
+from mmdet.engine.hooks.utils import trigger_visualization_hook
+from mmdet.evaluation import DumpDetResults
+from mmdet.registry import RUNNERS
+from mmdet.utils import setup_cache_size_limit_of_dynamo
 from mmengine import ConfigDict
 from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 import mmdet_maxq  # noqa: F401  registers the wrapper and hooks, fixes checkpoint loading
-from mmdet.engine.hooks.utils import trigger_visualization_hook
-from mmdet.evaluation import DumpDetResults
-from mmdet.registry import RUNNERS
-from mmdet.utils import setup_cache_size_limit_of_dynamo
+from mmdet_maxq.cli import CliError
 from mmdet_maxq.cli import build_config as shared_build_config
-from mmdet_maxq.cli import (CliError, check_checkpoint_file, check_data_roots,
-                            setup_cpu_distributed, teardown_distributed)
+from mmdet_maxq.cli import (check_checkpoint_file, check_data_roots, setup_cpu_distributed,
+                            teardown_distributed)
 
 
 def parse_args(argv=None):

@@ -6,16 +6,16 @@ Same flags as MMDetection's: ``--work-dir``, ``--amp``, ``--auto-scale-lr``, ``-
 import argparse
 import os
 
+from mmdet.utils import setup_cache_size_limit_of_dynamo
 from mmengine.config import DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmdet_maxq  # noqa: F401  registers the wrapper and hooks, fixes checkpoint loading
-from mmdet.utils import setup_cache_size_limit_of_dynamo
+from mmdet_maxq.cli import CliError
 from mmdet_maxq.cli import build_config as shared_build_config
-from mmdet_maxq.cli import (CliError, check_checkpoint_file, check_data_roots,
-                            check_pretrained_checkpoints, resolve_resume, setup_cpu_distributed,
-                            teardown_distributed)
+from mmdet_maxq.cli import (check_checkpoint_file, check_data_roots, check_pretrained_checkpoints,
+                            resolve_resume, setup_cpu_distributed, teardown_distributed)
 
 
 def parse_args(argv=None):

@@ -78,7 +78,7 @@ def run_batch(model: nn.Module, batch: dict) -> Tuple[Dict[str, torch.Tensor], L
     data = model.data_preprocessor(batch, False)
     feats = model.extract_feat(data['inputs'])
     feats = [f.detach().float().cpu() for f in (feats if isinstance(feats, (list, tuple))
-                                                 else [feats])]
+                                                else [feats])]
     return _predictions(model(**data, mode='predict')[0]), feats
 
 

@@ -150,4 +150,3 @@ def refresh_convs(model: nn.Module, convs: Sequence[SparseConv2d],
         group.refresh()
         for conv in members:
             conv.mark_mask_current()
-

@@ -27,8 +27,8 @@ import math
 
 import torch
 
-from ._select import (host_check, indicator, keep_n_largest, kth_pair_rows, mark_k,
-                      sequential_sum, smallest_e)
+from ._select import (host_check, indicator, keep_n_largest, kth_pair_rows, mark_k, sequential_sum,
+                      smallest_e)
 from .validation import check_finite, check_preserve, check_tau, check_weight
 
 __all__ = ['nm_mask', 'maxq_mask', 'axis_query', 'hard_nm_keep', 'hard_keep_columns']

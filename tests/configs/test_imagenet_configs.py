@@ -11,7 +11,6 @@ from mmpretrain.registry import MODELS
 
 import mmdet_maxq  # noqa: F401
 from mmdet_maxq.models import SparseConv2d, sparse_convs, sparsity_settings
-
 from ..conftest import REPO
 
 CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', 'imagenet', '*.py')))
@@ -23,12 +22,12 @@ EXPECTED = {'resnet50-maxq-2of4', 'resnet50-maxq-1of4', 'resnet50-maxq-2of8',
 # backbone convs: all, of which sparse (the stem and, for MobileNetV2, the depthwise stay dense)
 CONVS = {'18': (20, 19), '34': (36, 35), '50': (53, 52), 'mobilenet-v2': (52, 34)}
 
+
 @pytest.fixture(autouse=True)
 def mmpretrain_scope():
     """Build from mmpretrain's registries, leaving the default scope as it was afterwards."""
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         yield
-
 
 
 def test_the_papers_configs_are_all_there():

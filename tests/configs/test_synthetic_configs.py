@@ -39,7 +39,8 @@ def test_the_synthetic_detectors_exist():
 @pytest.mark.parametrize('path', _detection_configs(), ids=osp.basename)
 def test_config_builds_the_named_detector(path):
     hit = NAME.match(osp.basename(path))
-    assert hit, f'{osp.basename(path)} does not follow DETECTOR_[rD-]tiny[-METHOD[-NofM][-VARIANT]]_...'
+    assert hit, (f'{osp.basename(path)} does not follow '
+                 'DETECTOR_[rD-]tiny[-METHOD[-NofM][-VARIANT]]_...')
     cfg = Config.fromfile(path)
     init_default_scope('mmdet')
     model = MODELS.build(cfg.model)

@@ -18,7 +18,6 @@ import pytest
 import torch
 
 from mmdet_maxq.sparsity import maxq_mask, nm_mask
-
 from ..sparsity.weights import REPO, distinct_weight, resnet50_eligible_shapes, tied_weight
 
 # (n, m, preserve): 2:4 fully sparse, 2:8 half way through the schedule, 1:16 at its start.

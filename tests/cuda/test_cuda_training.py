@@ -10,7 +10,6 @@ import torch
 import torch.nn as nn
 
 from mmdet_maxq.sparsity import is_nm_sparse, maxq_mask
-
 from ..conftest import data_options, run_tool
 
 pytestmark = pytest.mark.cuda

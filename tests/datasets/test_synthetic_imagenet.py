@@ -8,15 +8,14 @@ from mmpretrain.registry import DATASETS
 
 import mmdet_maxq  # noqa: F401
 from mmdet_maxq.datasets import make_synthetic_imagenet
-
 from ..conftest import run_tool
+
 
 @pytest.fixture(autouse=True)
 def mmpretrain_scope():
     """Build from mmpretrain's registries, leaving the default scope as it was afterwards."""
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         yield
-
 
 
 def digest(root):

@@ -17,7 +17,6 @@ from mmdet_maxq.cli import CliError
 from mmdet_maxq.deploy import CLASSIFIER, VerificationError, export_verified, kind_of_model
 from mmdet_maxq.models import SparseConv2d, SparsitySettings, sparse_convs, sparsify
 from mmdet_maxq.sparsity import is_nm_sparse
-
 from ..conftest import REPO, SINGLE_THREAD, run_tool
 
 mmpretrain = pytest.importorskip('mmpretrain')

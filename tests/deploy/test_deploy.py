@@ -8,19 +8,18 @@ import re
 import pytest
 import torch
 import torch.nn as nn
+from mmdet.apis import init_detector
+from mmdet.registry import DATASETS, MODELS
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
 
 import mmdet_maxq
-from mmdet.apis import init_detector
-from mmdet.registry import DATASETS, MODELS
 from mmdet_maxq.cli import CliError
 from mmdet_maxq.deploy import DeployError, VerificationError, export_verified
 from mmdet_maxq.models import SparseConv2d, refresh_masks
 from mmdet_maxq.sparsity import is_nm_sparse
-
 from ..conftest import REPO, SHORT_MAXQ_CONFIG, SINGLE_THREAD, data_options, run_tool
 
 MAXQ = osp.join(REPO, SHORT_MAXQ_CONFIG)
@@ -206,7 +205,7 @@ def test_failed_verification_writes_nothing(short_maxq_run, synthetic_coco, tmp_
 
 
 def test_random_images_when_the_test_data_is_missing(short_maxq_run, synthetic_coco, tmp_path,
-                                                   one_thread):
+                                                     one_thread):
     cfg = _cfg(synthetic_coco)
     cfg.test_dataloader.dataset.data_root = str(tmp_path / 'no_such_dir')
     model = _sparse_model(cfg, osp.join(short_maxq_run, 'epoch_2.pth'))
@@ -218,7 +217,7 @@ def test_random_images_when_the_test_data_is_missing(short_maxq_run, synthetic_c
 
 
 def test_mid_schedule_checkpoint_exports_exact_nm(short_maxq_run, synthetic_coco, tmp_path,
-                                                 one_thread):
+                                                  one_thread):
     source = osp.join(short_maxq_run, 'epoch_1.pth')
     state = _state(source)
     assert state['meta']['sparsity_schedule']['preserve'] == 1.0

@@ -10,7 +10,6 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 from mmdet_maxq.deploy import export_verified
-
 from ..conftest import REPO, SINGLE_THREAD, run_tool
 
 pytest.importorskip('mmdeploy')

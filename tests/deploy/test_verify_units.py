@@ -8,7 +8,6 @@ from mmengine.config import Config
 from mmdet_maxq.deploy import DeployError, compare_one, plain_config
 from mmdet_maxq.deploy.plain_process import exact_float32
 from mmdet_maxq.utils.config_utils import find_test_pipeline, pipeline_test_scale
-
 from ..conftest import REPO, SHORT_MAXQ_CONFIG
 
 MAXQ = osp.join(REPO, SHORT_MAXQ_CONFIG)

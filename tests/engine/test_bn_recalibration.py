@@ -9,18 +9,17 @@ from mmengine.registry import DefaultScope
 from mmpretrain.registry import MODELS
 
 import mmdet_maxq  # noqa: F401
-from mmdet_maxq.engine.hooks import (BNRecalibrationHook, DenseStartCheckHook,
-                                     SparsityScheduleHook)
+from mmdet_maxq.engine.hooks import BNRecalibrationHook, DenseStartCheckHook, SparsityScheduleHook
 from mmdet_maxq.engine.hooks.bn_recalibration_hook import (_tensor_forward, batch_norms,
                                                            recalibrate_batch_norms)
 from mmdet_maxq.models import set_preserve_rate, sparse_convs
+
 
 @pytest.fixture(autouse=True)
 def mmpretrain_scope():
     """Build from mmpretrain's registries, leaving the default scope as it was afterwards."""
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         yield
-
 
 
 def classifier(sparse=True, seed=0):

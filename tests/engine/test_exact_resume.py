@@ -14,7 +14,6 @@ import pytest
 import torch
 
 import mmdet_maxq  # noqa: F401  MMEngine checkpoints load under weights_only=True
-
 from ..conftest import REPO, SINGLE_THREAD, data_options, run_tool
 
 MAXQ = osp.join(REPO, 'configs/synthetic/mask-rcnn_r18-tiny-maxq-2of8_fpn_synthetic.py')

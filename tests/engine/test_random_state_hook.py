@@ -5,11 +5,11 @@ import types
 import numpy as np
 import pytest
 import torch
+from mmdet.registry import HOOKS as MMDET_HOOKS
 from mmengine.hooks import CheckpointHook
 from mmengine.registry import HOOKS as ROOT_HOOKS
 
 import mmdet_maxq  # noqa: F401
-from mmdet.registry import HOOKS as MMDET_HOOKS
 from mmdet_maxq.engine.hooks import RandomStateHook
 from mmdet_maxq.engine.hooks.random_state_hook import _checkpoint_saves_now
 

@@ -9,7 +9,6 @@ import torch.nn as nn
 from mmdet_maxq.models import SparseConv2d, SparsitySettings, refresh_masks, sparsify
 from mmdet_maxq.models.sparsify import sparse_convs
 from mmdet_maxq.sparsity import _select, maxq_mask, nm_mask
-
 from ..sparsity.test_sync_free import OpRecorder
 
 
@@ -189,7 +188,7 @@ def test_deepcopy_and_state_dict_keep_working():
     keys = set(model.state_dict())
     assert not any('refresh' in k for k in keys)
     assert {k for k in keys if k.endswith('mask')} == {'backbone.0.mask', 'backbone.2.mask',
-                                                        'backbone.4.mask'}
+                                                       'backbone.4.mask'}
 
 
 def test_resnet50_refresh_op_count_on_meta():

@@ -12,12 +12,12 @@ import mmdet_maxq  # noqa: F401
 from mmdet_maxq.models import SparseConv2d, sparse_convs, sparsity_settings
 from mmdet_maxq.sparsity import is_nm_sparse
 
+
 @pytest.fixture(autouse=True)
 def mmpretrain_scope():
     """Build from mmpretrain's registries, leaving the default scope as it was afterwards."""
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         yield
-
 
 
 def classifier_cfg(backbone, in_channels, n=2, m=8, method='maxq', num_classes=5):
@@ -167,4 +167,3 @@ def test_classifier_checkpoint_loads_strictly_and_computes_the_same(method, tmp_
         theirs = classifier.backbone(images)
     for level, (a, b) in enumerate(zip(ours, theirs)):
         assert torch.equal(a, b), f'stage {level + 1}'
-

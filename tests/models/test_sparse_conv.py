@@ -19,7 +19,7 @@ def test_convert_from_keeps_parameters_dtype_and_mode():
     assert sparse.mask.dtype == torch.float64 and sparse.mask.shape == conv.weight.shape
     assert not sparse.training
     assert (sparse.stride, sparse.padding, sparse.groups) == (conv.stride, conv.padding,
-                                                                conv.groups)
+                                                              conv.groups)
 
 
 @pytest.mark.parametrize('method', ['maxq', 'srste'])

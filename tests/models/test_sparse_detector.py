@@ -6,15 +6,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-
-import mmdet_maxq  # noqa: F401
 from mmdet.models.detectors import MaskRCNN
 from mmdet.registry import MODELS
 from mmdet.testing import demo_mm_inputs
 from mmengine.config import Config
 from mmengine.runner import load_checkpoint, save_checkpoint
-from mmdet_maxq.models import SparseConv2d, sparse_convs, sparsity_settings
 
+import mmdet_maxq  # noqa: F401
+from mmdet_maxq.models import SparseConv2d, sparse_convs, sparsity_settings
 from ..conftest import REPO
 
 MAXQ = osp.join(REPO, 'configs/synthetic/mask-rcnn_r18-tiny-maxq-2of8_fpn_synthetic.py')
@@ -60,7 +59,8 @@ def test_default_selection_is_every_eligible_backbone_conv():
     sparse = {n for n, m in backbone_convs.items() if isinstance(m, SparseConv2d)}
     eligible = {n for n, m in backbone_convs.items() if m.weight.shape[1] % 8 == 0}
     assert sparse == eligible and len(sparse) == 19
-    assert model.sparsify_report.dense == {'backbone.conv1': '3 input channels not divisible by M=8'}
+    assert model.sparsify_report.dense == {
+        'backbone.conv1': '3 input channels not divisible by M=8'}
     assert all(not isinstance(m, SparseConv2d) for n, m in model.named_modules()
                if not n.startswith('backbone.'))
     assert all(conv.layer_name == name for name, conv in sparse_convs(model))

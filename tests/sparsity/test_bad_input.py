@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from mmdet_maxq.sparsity import (apply_mask, check_nm, is_nm_eligible, is_nm_sparse,
-                                 layer_summary, maxq_mask, nm_compliance, nm_mask,
-                                 preserve_rate, srste_decay_, srste_decay_term)
+from mmdet_maxq.sparsity import (apply_mask, check_nm, is_nm_eligible, is_nm_sparse, layer_summary,
+                                 maxq_mask, nm_compliance, nm_mask, preserve_rate, srste_decay_,
+                                 srste_decay_term)
 
 W = torch.randn(4, 8, 3, 3)
 NAN = float('nan')

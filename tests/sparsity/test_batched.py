@@ -5,7 +5,6 @@ import torch
 
 from mmdet_maxq.sparsity import _select, maxq_mask, nm_mask
 from mmdet_maxq.sparsity.batched import PackedMasks
-
 from .test_sync_free import OpRecorder
 from .weights import distinct_weight, resnet50_eligible_shapes, tied_weight
 

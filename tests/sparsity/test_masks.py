@@ -3,7 +3,6 @@ import pytest
 import torch
 
 from mmdet_maxq.sparsity import is_nm_sparse, maxq_mask, nm_mask
-
 from .spec_reference import spec_hard_mask, spec_maxq_mask
 from .weights import distinct_weight
 

@@ -4,7 +4,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mmdet_maxq.sparsity import is_nm_sparse, maxq_mask, nm_mask
-
 from .spec_reference import spec_hard_mask
 from .weights import tied_weight
 

@@ -36,7 +36,7 @@ def test_kinds():
 def test_formulas_at_every_step(kind, s, t):
     for e in range(0, t + 4):
         assert preserve_rate(kind, e, s, t) == pytest.approx(spec_rate(kind, e, s, t),
-                                                            rel=1e-12, abs=1e-12)
+                                                             rel=1e-12, abs=1e-12)
 
 
 def test_known_values():

@@ -4,7 +4,6 @@ import torch
 
 from mmdet_maxq.sparsity import _select, maxq_mask, nm_mask
 from .reference import reference_maxq_mask
-
 from .spec_reference import spec_hard_mask, spec_maxq_mask
 from .weights import distinct_weight, tied_weight
 

@@ -10,9 +10,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from mmdet_maxq.sparsity import _select, maxq_mask, nm_mask
-from .reference import reference_maxq_mask
 from mmdet_maxq.sparsity.validation import check_finite
-
+from .reference import reference_maxq_mask
 from .weights import distinct_weight, resnet50_eligible_shapes, tied_weight
 
 # (n, m, preserve): 2:4 fully sparse, 2:8 half way through the schedule, 1:16 at its start.

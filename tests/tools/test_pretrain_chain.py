@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from mmdet_maxq.sparsity import is_nm_sparse
-
 from ..conftest import SINGLE_THREAD, data_options, run_tool
 
 CLASSIFIER = 'configs/synthetic/resnet50-tiny-maxq-2of8_synthetic-imagenet.py'

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from mmdet_maxq.cli import CliError, build_config, load_config, resolve_resume
-
 from ..conftest import REPO
 
 MAXQ = osp.join(REPO, 'configs/synthetic/mask-rcnn_r18-tiny-maxq-2of8_fpn_synthetic.py')

@@ -3,9 +3,9 @@ from typing import Callable, Iterable, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
+from mmdet.registry import HOOKS
 from mmengine.dist import all_reduce, get_world_size
 from mmengine.hooks import Hook
-from mmdet.registry import HOOKS
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmdet_maxq.models.sparsify import set_preserve_rate
@@ -135,4 +135,3 @@ class BNRecalibrationHook(Hook):
             f'{len(batch_norms(model))} BN layers on the sparse forward (preserve rate '
             f'{preserve if preserve is not None else "as set"}) over {self.used} training '
             'batches')
-

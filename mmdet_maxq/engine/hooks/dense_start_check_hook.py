@@ -1,8 +1,8 @@
 """Warn when a dense checkpoint starts a fine-tune that is fully N:M from its first step."""
 from typing import Dict, List
 
-from mmengine.hooks import Hook
 from mmdet.registry import HOOKS
+from mmengine.hooks import Hook
 
 from mmdet_maxq.models.sparsify import sparse_convs
 from .bn_recalibration_hook import BNRecalibrationHook

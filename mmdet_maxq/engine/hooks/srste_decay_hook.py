@@ -2,9 +2,9 @@
 from typing import List
 
 import torch
+from mmdet.registry import HOOKS
 from mmengine.hooks import Hook
 from mmengine.optim import OptimWrapperDict
-from mmdet.registry import HOOKS
 
 from mmdet_maxq.models.sparsify import sparse_convs
 from mmdet_maxq.sparsity import srste_decay_
