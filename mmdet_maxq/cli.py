@@ -10,7 +10,8 @@ from typing import Iterator, List, Optional
 
 from mmengine.config import Config
 
-from mmdet_maxq.checkpoint.file_check import checkpoint_file_problem
+from mmdet_maxq.checkpoint.file_check import checkpoint_file_problem, checkpoint_meta
+from mmdet_maxq.utils.config_utils import pretrained_inits
 from mmdet_maxq.utils.warnings_filter import silence_known_warnings
 
 # ``scheme://``: URLs and remote storage that MMEngine reads itself (http, https, s3, petrel,
@@ -108,19 +109,6 @@ def check_data_roots(cfg: Config, loaders: List[str]) -> None:
                                    'data_root and ann_file')
 
 
-def _pretrained_inits(cfg, key: str) -> Iterator:
-    """``(config key, checkpoint)`` of every ``init_cfg=dict(type='Pretrained', ...)`` under
-    ``cfg`` (nested dicts and lists, e.g. ``model.backbone.init_cfg``)."""
-    if isinstance(cfg, dict):
-        if cfg.get('type') == 'Pretrained' and isinstance(cfg.get('checkpoint'), str):
-            yield key + '.checkpoint', cfg['checkpoint']
-        for name, value in cfg.items():
-            yield from _pretrained_inits(value, f'{key}.{name}')
-    elif isinstance(cfg, (list, tuple)):
-        for idx, value in enumerate(cfg):
-            yield from _pretrained_inits(value, f'{key}.{idx}')
-
-
 def check_pretrained_checkpoints(cfg: Config) -> None:
     """Refuse a model config whose ``Pretrained`` init names a local checkpoint that is
     missing, unreadable, or of another architecture than the module it initialises.
@@ -134,7 +122,7 @@ def check_pretrained_checkpoints(cfg: Config) -> None:
     Args:
         cfg (Config): The full config (its ``model`` is searched).
     """
-    inits = [(key, path) for key, path in _pretrained_inits(cfg.get('model'), 'model')
+    inits = [(key, path) for key, path in pretrained_inits(cfg.get('model'), 'model')
              if not is_remote(path)]
     for key, path in inits:
         if not osp.exists(osp.expanduser(path)):
@@ -315,23 +303,14 @@ def _model_signature(model: dict) -> dict:
 
 
 def _checkpoint_meta(path: str) -> dict:
-    """The ``meta`` dict of a local checkpoint (tensors memory-mapped, not read)."""
-    import torch
-
+    """The ``meta`` dict of a local checkpoint, or one ``CliError`` naming why it cannot be read."""
     try:
-        try:
-            checkpoint = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
-        except RuntimeError as err:
-            if 'mmap' not in str(err):
-                raise
-            checkpoint = torch.load(path, map_location='cpu', weights_only=True)  # legacy
+        return checkpoint_meta(path)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
         raise CliError(f'checkpoint {path!r} cannot be read ({type(err).__name__}: '
                        f'{str(err).splitlines()[0]}): damaged, truncated, or holding objects '
                        'that torch.load(weights_only=True) refuses; resume from an earlier '
                        'checkpoint of the work dir') from err
-    meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
-    return meta if isinstance(meta, dict) else {}
 
 
 def check_resume_matches(cfg: Config, path: str) -> None:

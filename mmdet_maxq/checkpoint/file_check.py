@@ -82,3 +82,25 @@ def checkpoint_file_problem(path: str) -> Optional[str]:
         return None
     return ('is not a PyTorch checkpoint: its header is neither a zip archive nor the legacy '
             'torch.save format (corrupt or truncated?); re-download or re-save it')
+
+
+def checkpoint_meta(path: str) -> dict:
+    """The ``meta`` dict of a local checkpoint (tensors memory-mapped, not read), ``{}`` if none.
+
+    Args:
+        path (str): A local checkpoint file.
+
+    Raises:
+        RuntimeError, EOFError, OSError, pickle.UnpicklingError: As ``torch.load`` raises them
+            for a damaged, truncated or unsafe file (callers phrase their own error).
+    """
+    import torch
+
+    try:
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
+    except RuntimeError as err:
+        if 'mmap' not in str(err):
+            raise
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True)  # legacy format
+    meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
+    return meta if isinstance(meta, dict) else {}

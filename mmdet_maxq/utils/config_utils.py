@@ -1,5 +1,5 @@
 """Config look-ups shared by the tools and the deploy verification."""
-from typing import List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 from mmengine.config import Config
 
@@ -56,3 +56,21 @@ def pipeline_test_scale(cfg: Config, default=(800, 1333)) -> Tuple[int, int]:
         elif step.get('type') == 'CenterCrop' and step.get('crop_size'):
             size = _size_hw(step['crop_size'])
     return size
+
+
+def pretrained_inits(cfg, key: str = 'model') -> Iterator[Tuple[str, str]]:
+    """``(config key, checkpoint)`` of every ``init_cfg=dict(type='Pretrained', ...)`` under
+    ``cfg`` (nested dicts and lists), e.g. ``('model.backbone.init_cfg.checkpoint', path)``.
+
+    Args:
+        cfg (dict | list): A model config (or any part of a config).
+        key (str): The config key of ``cfg``. Defaults to ``'model'``.
+    """
+    if isinstance(cfg, dict):
+        if cfg.get('type') == 'Pretrained' and isinstance(cfg.get('checkpoint'), str):
+            yield key + '.checkpoint', cfg['checkpoint']
+        for name, value in cfg.items():
+            yield from pretrained_inits(value, f'{key}.{name}')
+    elif isinstance(cfg, (list, tuple)):
+        for idx, value in enumerate(cfg):
+            yield from pretrained_inits(value, f'{key}.{idx}')

@@ -5,6 +5,7 @@ import types
 
 import pytest
 import torch
+from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from mmpretrain.registry import MODELS
 
@@ -54,10 +55,11 @@ class Logger:
         self.lines.append((logging.WARNING, msg))
 
 
-def runner(model, hooks, data=(), iteration=0, resume=False):
+def runner(model, hooks, data=(), iteration=0, resume=False, model_cfg=None):
     return types.SimpleNamespace(model=model, hooks=list(hooks), iter=iteration, epoch=0,
                                  train_dataloader=list(data), train_loop=None, max_epochs=12,
-                                 logger=Logger(), _resume=resume)
+                                 logger=Logger(), _resume=resume,
+                                 cfg=Config(dict(model=model_cfg or {})))
 
 
 def bn_outputs(model, data):
@@ -121,8 +123,8 @@ def test_recalibration_skipped_on_resume_and_past_iteration_zero():
         BNRecalibrationHook(num_batches=-1)
 
 
-def _load_through(model, hook, state, schedule):
-    run = runner(model, [schedule, hook])
+def _load_through(model, hook, state, schedule, model_cfg=None):
+    run = runner(model, [schedule, hook], model_cfg=model_cfg)
     hook.before_run(run)
     model.load_state_dict(state, strict=False)
     hook.before_train(run)
@@ -154,6 +156,26 @@ def test_sparse_checkpoint_or_incremental_start_passes():
     run = _load_through(classifier(), DenseStartCheckHook(refuse=True), dense_state,
                         incremental)
     assert not run.logger.lines
+
+
+def test_converted_sparse_checkpoint_passes_and_converted_dense_one_warns(tmp_path):
+    """tools/convert_checkpoint.py writes raw weights without masks; its meta tells whether the
+    source was sparse, so a Pretrained init from a sparse conversion is not called dense."""
+    backbone = {k[len('backbone.'):]: v for k, v in classifier(sparse=False).state_dict().items()
+                if k.startswith('backbone.')}
+    full = SparsityScheduleHook(kind='linear', start=0, end=0)
+    for masked_layers, warned in ((19, False), (0, True)):
+        path = tmp_path / f'converted_{masked_layers}.pth'
+        torch.save({'state_dict': backbone,
+                    'meta': dict(converter='mmdet_maxq.checkpoint.convert', n=2, m=8,
+                                 masked_layers=masked_layers, nm_sparse=False)}, path)
+        model_cfg = dict(backbone=dict(init_cfg=dict(type='Pretrained', checkpoint=str(path))))
+        model = classifier()
+        run = runner(model, [full, DenseStartCheckHook()], model_cfg=model_cfg)
+        run.hooks[1].before_run(run)
+        model.backbone.load_state_dict(backbone, strict=False)  # as the Pretrained init does
+        run.hooks[1].before_train(run)
+        assert bool(run.logger.lines) == warned, run.logger.lines
 
 
 def test_plain_classifier_gets_the_sparse_classifier_fix():

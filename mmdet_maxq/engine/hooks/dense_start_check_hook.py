@@ -1,10 +1,14 @@
 """Warn when a dense checkpoint starts a fine-tune that is fully N:M from its first step."""
-from typing import Dict, List
+import os.path as osp
+import pickle
+from typing import Dict, List, Tuple
 
 from mmdet.registry import HOOKS
 from mmengine.hooks import Hook
 
+from mmdet_maxq.checkpoint.file_check import checkpoint_meta
 from mmdet_maxq.models.sparsify import sparse_convs
+from mmdet_maxq.utils.config_utils import pretrained_inits
 from .bn_recalibration_hook import BNRecalibrationHook
 from .utils import get_sparse_model
 
@@ -20,9 +24,11 @@ class DenseStartCheckHook(Hook):
     model to full N:M at once discards most of its weights, and its frozen BN statistics no
     longer match. The check sees both what was loaded (a state-dict pre-hook on every sparse
     conv, registered in ``before_run``, before the weights are loaded) and the schedule (in
-    ``before_train``). Checkpoints converted by ``tools/convert_checkpoint.py`` keep raw
-    weights without masks too: for those the warning is expected when the source really was a
-    sparse model.
+    ``before_train``). Checkpoints written by ``tools/convert_checkpoint.py`` hold raw
+    weights without masks; their ``meta`` says whether the source was sparse (it carried masks,
+    or its weights are N:M), so the layers a ``Pretrained`` init loads from such a conversion
+    count as sparse. A conversion of a sparse source without masks and without N:M weights
+    (e.g. raw torchvision-layout weights) cannot be told from a dense one and gets the warning.
 
     Args:
         refuse (bool): Raise a ``ValueError`` instead of warning. Defaults to False.
@@ -59,7 +65,9 @@ class DenseStartCheckHook(Hook):
             return
         if BNRecalibrationHook.first_preserve_rate(runner) != 0.0:
             return  # incremental: the preserve rate starts above 0
-        dense = [name for name, masked in self.loaded.items() if not masked]
+        sparse_sources = _sparse_conversions(runner.cfg.get('model'))
+        dense = [name for name, masked in self.loaded.items()
+                 if not masked and not name.startswith(sparse_sources)]
         if not dense:
             return
         message = (
@@ -72,3 +80,22 @@ class DenseStartCheckHook(Hook):
         if self.refuse:
             raise ValueError(message)
         runner.logger.warning(message)
+
+
+def _sparse_conversions(model_cfg) -> Tuple[str, ...]:
+    """Module-name prefixes (``'backbone.'``) that a ``Pretrained`` init loads from a
+    ``tools/convert_checkpoint.py`` output of a sparse source (masked or N:M)."""
+    prefixes = []
+    for key, path in pretrained_inits(model_cfg, 'model'):
+        path = osp.expanduser(path)
+        if not osp.isfile(path):
+            continue  # remote (torchvision://, URLs) or missing: nothing to read here
+        try:
+            meta = checkpoint_meta(path)
+        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError):
+            continue  # unreadable: MMEngine's Pretrained init reports it
+        if meta.get('converter') == 'mmdet_maxq.checkpoint.convert' and (
+                meta.get('masked_layers', 0) > 0 or meta.get('nm_sparse')):
+            module = key[len('model.'):-len('init_cfg.checkpoint')]
+            prefixes.append(module)
+    return tuple(prefixes)
