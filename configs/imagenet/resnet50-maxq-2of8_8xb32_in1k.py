@@ -1,14 +1,4 @@
-_base_ = [
-    'mmpretrain::_base_/models/resnet50.py',
-    'mmpretrain::_base_/datasets/imagenet_bs32.py',
-    '../_base_/imagenet_sparse_runtime.py',
-]
+# MaxQ 2:8: the ResNet-50 MaxQ 2:4 recipe with another N:M.
+_base_ = ['./resnet50-maxq-2of4_8xb32_in1k.py']
 
-# MaxQ (soft multi-axis masks + pruned-weight decay) 2:8 on every N:M-eligible backbone conv
-# (downsample convs included); the 3-channel stem and the fc head stay dense. Label smoothing 0.1.
-model = dict(
-    type='SparseClassifier',
-    classifier='ImageClassifier',
-    sparsity=dict(method='maxq', n=2, m=8, layers=['backbone.*']),
-    head=dict(loss=dict(_delete_=True, type='LabelSmoothLoss', label_smooth_val=0.1,
-                        loss_weight=1.0)))
+model = dict(sparsity=dict(n=2, m=8))
