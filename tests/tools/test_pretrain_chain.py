@@ -139,10 +139,10 @@ print('PREDICTED ' + json.dumps([int(r['pred_label']) for r in inferencer(images
 
 
 def _predicted(stdout: str) -> list:
-    """The labels PREDICT printed (the inferencer may print progress lines around them)."""
-    lines = [line for line in stdout.splitlines() if line.startswith('PREDICTED ')]
-    assert len(lines) == 1, stdout[-2000:]
-    return json.loads(lines[0][len('PREDICTED '):])
+    """The labels PREDICT printed (the inferencer's progress bar may share their line)."""
+    found = re.findall(r'PREDICTED (\[[0-9, ]*\])', stdout)
+    assert len(found) == 1, stdout[-2000:]
+    return json.loads(found[0])
 
 
 def test_classifier_deploys_to_plain_mmpretrain(classifier_run, synthetic_imagenet, tmp_path):
