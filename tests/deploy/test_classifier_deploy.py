@@ -13,7 +13,6 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from mmdet_maxq.cli import CliError
 from mmdet_maxq.deploy import CLASSIFIER, VerificationError, export_verified, kind_of_model
 from mmdet_maxq.models import SparseConv2d, SparsitySettings, sparse_convs, sparsify
 from mmdet_maxq.sparsity import is_nm_sparse
@@ -159,14 +158,6 @@ def test_a_broken_classifier_fold_writes_nothing(tmp_path, monkeypatch, one_thre
     assert not (tmp_path / 'out').exists()
 
 
-def _sparse_classifier_registered() -> bool:
-    from mmpretrain.registry import MODELS
-
-    import mmdet_maxq  # noqa: F401  registers the project's models
-
-    return MODELS.get('SparseClassifier') is not None
-
-
 def _tool():
     spec = importlib.util.spec_from_file_location('deploy_tool',
                                                   osp.join(REPO, 'tools', 'deploy.py'))
@@ -175,21 +166,6 @@ def _tool():
     return tool
 
 
-@pytest.mark.skipif(_sparse_classifier_registered(),
-                    reason='SparseClassifier is registered: the tool test below runs instead')
-def test_tool_names_the_missing_sparse_classifier(tmp_path):
-    config = tmp_path / 'sparse_cls.py'
-    Config(classifier_cfg('SparseClassifier')).dump(str(config))
-    checkpoint = tmp_path / 'trained.pth'
-    torch.save(dict(state_dict=dict()), checkpoint)
-    with pytest.raises(CliError, match='SparseClassifier is not registered in '
-                       r'mmpretrain\.registry\.MODELS'):
-        _tool().main([str(config), str(checkpoint), str(tmp_path / 'deploy' / 'model.pth')])
-    assert not (tmp_path / 'deploy').exists()
-
-
-@pytest.mark.skipif(not _sparse_classifier_registered(),
-                    reason='SparseClassifier is not registered in this install')
 def test_tool_deploys_a_sparse_classifier_config(tmp_path):
     config = tmp_path / 'sparse_cls.py'
     Config(classifier_cfg('SparseClassifier')).dump(str(config))
