@@ -10,13 +10,11 @@ import json
 import math
 import os
 import os.path as osp
-import shutil
-import tempfile
 from typing import Dict, List, Tuple
 
 import numpy as np
 
-from mmdet_maxq.utils.atomic import check_new_path
+from mmdet_maxq.utils.atomic import new_directory
 
 CATEGORIES: Tuple[str, ...] = ('rectangle', 'ellipse', 'triangle')
 # One base colour per category keeps the task learnable in a few hundred CPU iterations.
@@ -109,11 +107,7 @@ def make_synthetic_coco(out_dir: str,
         if int(value) != value or value < low:
             raise ValueError(f'{name} must be an integer >= {low}, got {value!r}')
     out_dir = osp.abspath(out_dir)
-    check_new_path(out_dir, overwrite, flag='overwrite=True (--overwrite)')
-    parent = osp.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix='.synthetic-coco-', dir=parent)
-    try:
+    with new_directory(out_dir, overwrite, flag='overwrite=True (--overwrite)') as staging:
         rng = np.random.default_rng(seed)
         categories = [dict(id=i + 1, name=name, supercategory='shape')
                       for i, name in enumerate(CATEGORIES)]
@@ -136,11 +130,5 @@ def make_synthetic_coco(out_dir: str,
             with open(osp.join(staging, 'annotations', f'instances_{split}.json'), 'w') as f:
                 json.dump(dict(images=images, annotations=annotations,
                                categories=categories), f)
-        if osp.exists(out_dir):
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return {split: osp.join(out_dir, 'annotations', f'instances_{split}.json')
             for split in SPLITS}

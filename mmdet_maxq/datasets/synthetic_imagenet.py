@@ -14,8 +14,6 @@ data_prefix='train', classes='meta/classes.txt')`` (or mmpretrain's ``ImageNet``
 """
 import os
 import os.path as osp
-import shutil
-import tempfile
 from typing import Dict, Tuple
 
 import numpy as np
@@ -65,7 +63,7 @@ def make_synthetic_imagenet(out_dir: str,
     """
     import cv2
 
-    from mmdet_maxq.utils.atomic import check_new_path
+    from mmdet_maxq.utils.atomic import new_directory
 
     for name, value, low, high in (('num_classes', num_classes, 2, _MAX_CLASSES),
                                    ('train_per_class', train_per_class, 1, None),
@@ -76,12 +74,8 @@ def make_synthetic_imagenet(out_dir: str,
             bound = f'between {low} and {high}' if high is not None else f'>= {low}'
             raise ValueError(f'{name} must be an integer {bound}, got {value!r}')
     out_dir = osp.abspath(out_dir)
-    check_new_path(out_dir, overwrite, flag='overwrite=True (--overwrite)')
-    parent = osp.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix='.synthetic-imagenet-', dir=parent)
     names = class_names(num_classes)
-    try:
+    with new_directory(out_dir, overwrite, flag='overwrite=True (--overwrite)') as staging:
         rng = np.random.default_rng(seed)
         os.makedirs(osp.join(staging, 'meta'))
         with open(osp.join(staging, 'meta', 'classes.txt'), 'w') as f:
@@ -101,12 +95,6 @@ def make_synthetic_imagenet(out_dir: str,
                     lines.append(f'{rel} {label}\n')
             with open(osp.join(staging, 'meta', f'{split}.txt'), 'w') as f:
                 f.write(''.join(lines))
-        if osp.exists(out_dir):
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     files = {split: osp.join(out_dir, 'meta', f'{split}.txt') for split in SPLITS}
     files['classes'] = osp.join(out_dir, 'meta', 'classes.txt')
     return files

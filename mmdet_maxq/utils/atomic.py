@@ -1,8 +1,10 @@
 """Writes that never leave a half-written file at the destination."""
+import contextlib
 import os
 import os.path as osp
+import shutil
 import tempfile
-from typing import IO, Callable
+from typing import IO, Callable, Iterator
 
 
 def _usual_file_mode() -> int:
@@ -87,3 +89,39 @@ def write_new_file(path: str, write: Callable[[IO], None], binary: bool = True,
     """
     check_new_path(path, overwrite)
     atomic_write(path, write, binary=binary)
+
+
+@contextlib.contextmanager
+def new_directory(out_dir: str, overwrite: bool = False,
+                  flag: str = '--overwrite') -> Iterator[str]:
+    """Build a folder in a hidden staging folder beside ``out_dir``, then rename it into place.
+
+    The ``with`` body writes into the yielded staging path; when it finishes, an existing
+    ``out_dir`` (allowed by ``overwrite``) is replaced by it; on any error the staging folder
+    is removed and ``out_dir`` is left as it was.
+
+    Args:
+        out_dir (str): The folder to create.
+        overwrite (bool): Replace an existing ``out_dir``. Defaults to False.
+        flag (str): How the caller asks for replacing, named in the error. Defaults to
+            ``'--overwrite'``.
+
+    Yields:
+        str: The staging folder to write into.
+
+    Raises:
+        FileExistsError: ``out_dir`` exists and ``overwrite`` is False (nothing written).
+    """
+    out_dir = osp.abspath(out_dir)
+    check_new_path(out_dir, overwrite, flag=flag)
+    parent = osp.dirname(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f'.{osp.basename(out_dir)}.', dir=parent)
+    try:
+        yield staging
+        if osp.exists(out_dir):
+            shutil.rmtree(out_dir)
+        os.replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
