@@ -24,6 +24,7 @@ Every op used is allowed under ``torch.use_deterministic_algorithms(True)`` (run
 are integer ``cumsum``; a floating-point ``cumsum`` raises there on CUDA).
 """
 import math
+from typing import Optional
 
 import torch
 
@@ -49,46 +50,74 @@ def _magnitude(weight: torch.Tensor, name: str) -> torch.Tensor:
 
 
 def _block_columns(a4: torch.Tensor, m: int) -> torch.Tensor:
-    """The blocks of ``a4`` as the columns of an ``(m, num_blocks)`` copy.
+    """The blocks of ``a4`` as the columns of an ``(m, num_blocks)`` tensor.
 
-    Block numbering is that of the ``(O, kh, kw, C)`` layout cut into rows of M (the order
-    of the exemption ties), i.e. ``((o * kh + y) * kw + x) * C / M + g``.
+    Columns run in ``(o, g, y, x)`` order (output, channel group, kernel row and column): the
+    cheapest copy, as runs of ``kh * kw`` stay contiguous; a 1x1 kernel needs no copy (a
+    strided view). The exemption counts blocks in ``(o, y, x, g)`` order instead
+    (:func:`_exemption_order`).
     """
     o, c, kh, kw = a4.shape
-    return a4.reshape(o, c // m, m, kh * kw).permute(2, 0, 3, 1).reshape(m, -1)
+    return a4.reshape(o, c // m, m, kh * kw).permute(2, 0, 1, 3).reshape(m, -1)
+
+
+def _exemption_order(per_block: torch.Tensor, shape4: tuple, inverse: bool = False
+                     ) -> torch.Tensor:
+    """Reorder one value per block between the columns' order and the exemption's order.
+
+    The exemption numbers blocks as the ``(O, kh, kw, C)`` layout cut into rows of M, i.e.
+    ``((o * kh + y) * kw + x) * C / M + g`` (the order of its ties); the columns run
+    ``((o * C / M + g) * kh + y) * kw + x``. ``inverse`` maps back.
+    """
+    o, c, kh, kw = shape4
+    if kh * kw == 1:
+        return per_block
+    groups = per_block.numel() // (o * kh * kw)
+    dims = (o, kh * kw, groups) if inverse else (o, groups, kh * kw)
+    return per_block.view(dims).transpose(1, 2).reshape(-1)
 
 
 def _columns_to_weight(columns: torch.Tensor, shape4: tuple) -> torch.Tensor:
     """View ``(m, num_blocks)`` columns as ``(O, C / M, M, kh, kw)``, matching the weight."""
     o, c, kh, kw = shape4
     m = columns.shape[0]
-    return columns.view(m, o, kh, kw, c // m).permute(1, 4, 0, 2, 3)
+    return columns.view(m, o, c // m, kh, kw).permute(1, 2, 0, 3, 4)
 
 
-def hard_keep_columns(a4: torch.Tensor, n: int, m: int, preserve: float = 0.0) -> torch.Tensor:
+def hard_keep_columns(a4: torch.Tensor, n: int, m: int, preserve: float = 0.0, *,
+                      columns: Optional[torch.Tensor] = None,
+                      out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """0/1 keep-mask ``L`` of the 4-D magnitudes ``a4`` as ``(m, num_blocks)`` columns.
 
-    Blocks are M consecutive input channels at one (output, kernel position). The
-    ``floor(preserve * num_blocks)`` blocks of smallest L1 norm (summed left to right; lower
-    block index first among equal norms) keep every weight.
+    Blocks are M consecutive input channels at one (output, kernel position); columns run in
+    ``(o, g, y, x)`` order (see :func:`_columns_to_weight` for the way back to the weight's
+    layout). The ``floor(preserve * num_blocks)`` blocks of smallest L1 norm (summed left to
+    right; among equal norms the lower block index of the ``(O, kh, kw, C)`` layout first)
+    keep every weight.
 
     Args:
         a4 (Tensor): Non-negative finite magnitudes ``(O, C, kh, kw)``.
         n (int): Weights kept per block.
         m (int): Block size, dividing ``C``.
         preserve (float): Share of blocks exempt from N:M.
+        columns (Tensor, optional): ``_block_columns(a4, m)`` when the caller has it (and
+            wants the buffer back as scratch once this returns); left unchanged.
+        out (Tensor, optional): Where to write the marks: ``(m, num_blocks)`` of ``a4``'s
+            dtype.
 
     Returns:
-        Tensor: 0/1 tensor ``(m, num_blocks)`` of ``a4``'s dtype.
+        Tensor: 0/1 tensor ``(m, num_blocks)`` of ``a4``'s dtype (``out`` when given).
     """
-    columns = _block_columns(a4, m)
+    if columns is None:
+        columns = _block_columns(a4, m)
     if n == m:
-        return torch.ones_like(columns)
-    keep = keep_n_largest(columns, n)
+        return torch.ones_like(columns) if out is None else out.fill_(1.0)
+    keep = keep_n_largest(columns, n, out=out)
     exempt_count = math.floor(preserve * columns.shape[1])
     if exempt_count > 0:
-        exempt = smallest_e(sequential_sum(columns), exempt_count).to(keep.dtype)
-        torch.maximum(keep, exempt[None], out=keep)
+        norms = _exemption_order(sequential_sum(columns), a4.shape)
+        exempt = _exemption_order(smallest_e(norms, exempt_count), a4.shape, inverse=True)
+        torch.maximum(keep, exempt.to(keep.dtype)[None], out=keep)
     return keep
 
 
@@ -106,7 +135,8 @@ def hard_nm_keep(a: torch.Tensor, n: int, m: int, preserve: float = 0.0) -> torc
 
 
 def axis_query(rows: torch.Tensor, n: int, m: int, tau: float,
-               overwrite: bool = False) -> torch.Tensor:
+               out: Optional[torch.Tensor] = None,
+               scratch: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The soft axis query of a 2-D magnitude matrix, one row per axis element.
 
     With ``K = floor((M - N) / M * row_len)`` (computed exactly in integers), the K smallest
@@ -121,35 +151,40 @@ def axis_query(rows: torch.Tensor, n: int, m: int, tau: float,
         n (int): N of N:M.
         m (int): M of N:M.
         tau (float): Sigmoid temperature.
-        overwrite (bool): Whether ``rows`` may be used as scratch space (its content is
-            destroyed). Saves one buffer of its size.
+        out (Tensor, optional): Where to write the query: a float tensor of ``rows``' shape
+            and dtype, possibly ``rows`` itself (its magnitudes are then destroyed; saves a
+            buffer). Best with ``rows``' strides, so every elementwise step runs contiguous.
+            Allocated when not given.
+        scratch (Tensor, optional): A float buffer of ``rows``' shape and dtype for the
+            kept-entry marks (destroyed), best with ``rows``' strides too; allocated when not
+            given.
 
     Returns:
-        Tensor: The query, same shape and layout as ``rows``.
+        Tensor: The query, same shape and layout as ``rows`` (``out`` when given).
     """
     length = rows.shape[1]
     k = (m - n) * length // m
     if k == 0:
-        return (rows - rows.amin(dim=1, keepdim=True)).div_(tau).sigmoid_()
+        return torch.sub(rows, rows.amin(dim=1, keepdim=True), out=out).div_(tau).sigmoid_()
     low, high = kth_pair_rows(rows, k)
-    out = (rows - (low + high) / 2).div_(tau).sigmoid_()
-    scratch = rows if overwrite else None
     # Kept: the L - K largest. ``high`` is the (L - K)-th largest; of the entries equal to it,
     # a stable ascending sort drops the lower indices first, so the higher ones are kept.
+    # The marks are taken before the query overwrites the magnitudes.
     if not host_check(rows):
-        return out.mul_(mark_k(rows, length - k, high, largest=True, dim=1, lower_first=False,
-                               out=scratch))
-    # CPU: "> low" is exact in every row without a tie at the threshold (low < high); the
-    # rows with one (a host read) get the running count.
-    tied = torch.eq(low, high).squeeze(1).nonzero().squeeze(1)
-    fixed = None
-    if tied.numel():
-        fixed = mark_k(rows[tied], length - k, high[tied], largest=True, dim=1,
-                       lower_first=False)
-    kept = indicator(torch.gt, rows, low, out=scratch)
-    if fixed is not None:
-        kept[tied] = fixed
-    return out.mul_(kept)
+        kept = mark_k(rows, length - k, high, largest=True, dim=1, lower_first=False,
+                      out=scratch)
+    else:
+        # CPU: "> low" is exact in every row without a tie at the threshold (low < high);
+        # the rows with one (a host read) get the running count.
+        tied = torch.eq(low, high).squeeze(1).nonzero().squeeze(1)
+        fixed = None
+        if tied.numel():
+            fixed = mark_k(rows[tied], length - k, high[tied], largest=True, dim=1,
+                           lower_first=False)
+        kept = indicator(torch.gt, rows, low, out=scratch)
+        if fixed is not None:
+            kept[tied] = fixed
+    return torch.sub(rows, (low + high) / 2, out=out).div_(tau).sigmoid_().mul_(kept)
 
 
 def nm_mask(weight: torch.Tensor, n: int, m: int, preserve: float = 0.0, *,
@@ -212,18 +247,25 @@ def maxq_mask(weight: torch.Tensor, n: int, m: int, preserve: float = 0.0,
     a4 = _as_4d(_magnitude(weight, name))
     o, c, kh, kw = a4.shape
     tau = float(tau)
-    # Order chosen for memory: L, then P (on its own transposed copy, used as scratch), then
-    # F on |W| itself, which is no longer needed after it.
-    keep = hard_keep_columns(a4, n, m, float(preserve))
+    # At most four buffers of the weight's size live at once, and never while a selection
+    # holds its temporaries: |W| and the keep marks throughout; the block columns (a copy
+    # for kernels larger than 1x1), then the scratch of P once L is out; P (3x3 and larger
+    # kernels), allocated by its last step; F's scratch, allocated after its selection. P's
+    # rows (one per kernel position) are a transposed view of |W|, and the scratch and P take
+    # the same strides, so its elementwise steps run contiguous without a transposed copy.
+    # F is written over |W| itself, which is no longer needed after it.
+    columns = _block_columns(a4, m)
+    keep = hard_keep_columns(a4, n, m, float(preserve), columns=columns)
     position = None
     if kh * kw > 1:
-        position = axis_query(
-            a4.reshape(o * c, kh * kw).t().clone(memory_format=torch.contiguous_format), n, m,
-            tau, overwrite=True)
-    mask = axis_query(a4.reshape(o, c * kh * kw), n, m, tau, overwrite=True).reshape(a4.shape)
+        position = axis_query(a4.view(o * c, kh * kw).t(), n, m, tau,
+                              scratch=columns.view(o * c, kh * kw).t()).t()
+    del columns
+    mask = axis_query(a4.view(o, c * kh * kw), n, m, tau,
+                      out=a4.view(o, c * kh * kw)).view(a4.shape)
     # Accumulated in the order of 1 + F + P so the result is bit-identical to the formula.
     mask += 1.0
     if position is not None:
-        mask += position.t().reshape(a4.shape)
+        mask += position.view(a4.shape)
     mask.view(o, c // m, m, kh, kw).mul_(_columns_to_weight(keep, a4.shape))
     return mask.reshape(weight.shape).to(weight.dtype)

@@ -141,3 +141,70 @@ def test_a_few_tied_blocks_and_filters(tie_check, fill):
         want = spec_maxq_mask(w, 2, 4, preserve)
         assert torch.equal(got == 0, want == 0)
         torch.testing.assert_close(got, want, rtol=0, atol=2.4e-7)
+
+
+def long_vectors(length=6000):
+    """Vectors longer than the bracketing sample, with and without ties."""
+    g = torch.Generator().manual_seed(21)
+    return {
+        'random': torch.rand(length, generator=g),
+        'few values': torch.randint(0, 4, (length, ), generator=g).float(),
+        'constant': torch.full((length, ), 0.25),
+        'ascending': torch.arange(float(length)),
+        'mostly zero': torch.rand(length, generator=g) * (torch.rand(length, generator=g) < 0.1),
+        'periodic': torch.arange(float(length)).remainder(9),
+    }
+
+
+@pytest.mark.parametrize('name', list(long_vectors()))
+def test_bracketed_pair_is_exact(name):
+    x = long_vectors()[name]
+    ordered = x.sort().values
+    for r in (1, 2, 100, 2999, 3000, 5000, 5998, 5999):
+        pair = _select.bracketed_pair(x, r)
+        # These vectors look like their sample: the bracket holds, no fallback.
+        assert pair is not None, r
+        assert pair[0].shape == () and pair[0].dtype == x.dtype
+        assert float(pair[0]) == float(ordered[r - 1]), r
+        assert float(pair[1]) == float(ordered[r]), r
+
+
+def test_bracketed_pair_declines_a_sample_unlike_the_rest():
+    length = 6000
+    positions = _select._sample_positions(length, _select._BRACKET_SAMPLE)
+    for sampled, rank in ((0.0, 4000), (10.0, 3000)):
+        x = torch.rand(length, generator=torch.Generator().manual_seed(22)) + 1.0
+        x[positions] = sampled  # the bracket then misses the asked ranks
+        assert _select.bracketed_pair(x, rank) is None
+        # The callers fall back to the full selection and stay exact.
+        want = torch.zeros(length, dtype=torch.bool)
+        want[torch.sort(x, stable=True).indices[:rank]] = True
+        assert torch.equal(_select.smallest_e(x, rank), want)
+
+
+@pytest.fixture
+def bracket_everything(monkeypatch):
+    """Bracket vectors and rows from 4096 entries, and record what each bracketing returned."""
+    monkeypatch.setattr(_select, 'BRACKET_MIN_VECTOR', 4096)
+    monkeypatch.setattr(_select, 'BRACKET_MIN_ROW', 4096)
+    results = []
+    bracketed = _select.bracketed_pair
+
+    def spy(x, r):
+        pair = bracketed(x, r)
+        results.append(pair is not None)
+        return pair
+
+    monkeypatch.setattr(_select, 'bracketed_pair', spy)
+    return results
+
+
+@pytest.mark.parametrize('kind', ['random', 'repeated', 'sparse', 'constant', 'zeros'])
+def test_bracketed_masks_equal_reference(bracket_everything, kind):
+    w = tied_weight((32, 128, 3, 3), kind, seed=23)  # rows of 4096 per kernel position
+    for preserve in (0.0, 0.5):
+        assert torch.equal(nm_mask(w, 2, 8, preserve), spec_hard_mask(w, 2, 8, preserve))
+        assert torch.equal(maxq_mask(w, 2, 8, preserve), reference_maxq_mask(w, 2, 8, preserve))
+    # The position rows (9 per mask) and the 4608 block norms (preserve 0.5) went through
+    # the bracket, and it held.
+    assert len(bracket_everything) >= 2 * 9 + 2 and all(bracket_everything)
