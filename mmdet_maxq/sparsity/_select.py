@@ -73,11 +73,6 @@ def host_check(x: torch.Tensor) -> bool:
     return CPU_TIE_CHECK and x.device.type == 'cpu'
 
 
-def _count_true(mask: torch.Tensor) -> int:
-    """Number of True entries of a boolean CPU tensor with fewer than 2^31 entries."""
-    return int(mask.view(torch.uint8).sum(dtype=torch.int32))
-
-
 def _count(ones: torch.Tensor) -> int:
     """Number of ones in a 0/1 float CPU tensor (float32 sums are exact below 2^24 entries)."""
     wide = torch.float64 if ones.numel() >= _EXACT_FLOAT32_COUNT else None
@@ -179,8 +174,7 @@ def nth_largest_columns(columns: torch.Tensor, n: int) -> torch.Tensor:
     return best[-1][None]
 
 
-def keep_n_largest(columns: torch.Tensor, n: int,
-                   out: Optional[torch.Tensor] = None) -> torch.Tensor:
+def keep_n_largest(columns: torch.Tensor, n: int) -> torch.Tensor:
     """0/1 mark of the ``n`` largest entries of each column of ``columns`` (>= 0, finite).
 
     Blocks are columns (``(m, num_blocks)``) so every step is an elementwise op between
@@ -192,16 +186,14 @@ def keep_n_largest(columns: torch.Tensor, n: int,
     Args:
         columns (Tensor): ``(m, num_blocks)`` non-negative finite values.
         n (int): Entries kept per block, ``1 <= n <= m``.
-        out (Tensor, optional): Where to write the marks (not ``columns`` itself: the tie
-            resolution reads it afterwards).
 
     Returns:
-        Tensor: 0/1 tensor of ``columns``' shape and dtype (``out`` when given).
+        Tensor: 0/1 tensor of ``columns``' shape and dtype.
     """
     kth = nth_largest_columns(ordered_view(columns), n).view(columns.dtype)
     if not host_check(columns):
-        return mark_k(columns, n, kth, largest=True, dim=0, out=out)
-    keep = indicator(torch.ge, columns, kth, out=out)
+        return mark_k(columns, n, kth, largest=True, dim=0)
+    keep = indicator(torch.ge, columns, kth)
     # Every block marks >= n entries (more where a tie sits at its n-th largest value), so
     # the total shows whether any block needs the running count; only those get it.
     if _count(keep) != n * columns.shape[1]:
@@ -246,12 +238,12 @@ def smallest_e(x: torch.Tensor, e: int) -> torch.Tensor:
         kth, following = pair
         if not torch.equal(kth, following):  # no tie at the e-th smallest
             return x <= kth
-        return mark_k(x, e, kth, largest=False, dim=0).bool()
-    kth = ordered_view(x).kthvalue(e, keepdim=True).values.view(x.dtype)
-    if host_check(x):
-        marked = x <= kth
-        if int(torch.count_nonzero(marked)) == e:  # no tie at the e-th smallest
-            return marked
+    else:
+        kth = ordered_view(x).kthvalue(e, keepdim=True).values.view(x.dtype)
+        if host_check(x):
+            marked = x <= kth
+            if int(torch.count_nonzero(marked)) == e:  # no tie at the e-th smallest
+                return marked
     return mark_k(x, e, kth, largest=False, dim=0).bool()
 
 
@@ -334,7 +326,7 @@ def bracketed_pair(x: torch.Tensor, r: int) -> Optional[Tuple[torch.Tensor, torc
     if low_rank >= 1:
         lo = sample.kthvalue(low_rank).values
         inside = torch.lt(keys, lo)
-        below = _count_true(inside)
+        below = int(torch.count_nonzero(inside))
         inside.logical_not_()
     if high_rank <= size:
         up_to_hi = torch.le(keys, sample.kthvalue(high_rank).values)

@@ -85,8 +85,7 @@ def _columns_to_weight(columns: torch.Tensor, shape4: tuple) -> torch.Tensor:
 
 
 def hard_keep_columns(a4: torch.Tensor, n: int, m: int, preserve: float = 0.0, *,
-                      columns: Optional[torch.Tensor] = None,
-                      out: Optional[torch.Tensor] = None) -> torch.Tensor:
+                      columns: Optional[torch.Tensor] = None) -> torch.Tensor:
     """0/1 keep-mask ``L`` of the 4-D magnitudes ``a4`` as ``(m, num_blocks)`` columns.
 
     Blocks are M consecutive input channels at one (output, kernel position); columns run in
@@ -102,17 +101,15 @@ def hard_keep_columns(a4: torch.Tensor, n: int, m: int, preserve: float = 0.0, *
         preserve (float): Share of blocks exempt from N:M.
         columns (Tensor, optional): ``_block_columns(a4, m)`` when the caller has it (and
             wants the buffer back as scratch once this returns); left unchanged.
-        out (Tensor, optional): Where to write the marks: ``(m, num_blocks)`` of ``a4``'s
-            dtype.
 
     Returns:
-        Tensor: 0/1 tensor ``(m, num_blocks)`` of ``a4``'s dtype (``out`` when given).
+        Tensor: 0/1 tensor ``(m, num_blocks)`` of ``a4``'s dtype.
     """
     if columns is None:
         columns = _block_columns(a4, m)
     if n == m:
-        return torch.ones_like(columns) if out is None else out.fill_(1.0)
-    keep = keep_n_largest(columns, n, out=out)
+        return torch.ones_like(columns)
+    keep = keep_n_largest(columns, n)
     exempt_count = math.floor(preserve * columns.shape[1])
     if exempt_count > 0:
         norms = _exemption_order(sequential_sum(columns), a4.shape)
