@@ -28,7 +28,7 @@ from mmdet.registry import MODELS
 import mmdet_maxq  # noqa: F401
 from mmdet_maxq.cli import load_config
 from mmdet_maxq.engine.hooks.bn_recalibration_hook import recalibrate_batch_norms
-from mmdet_maxq.models import SparsitySettings, set_preserve_rate, sparse_convs, sparsify
+from mmdet_maxq.models import SparsitySettings, set_preserve_rate, sparse_layers, sparsify
 
 CONFIG = 'configs/maxq/faster-rcnn_r50-maxq-2of8-incremental_fpn_1x_coco.py'
 
@@ -100,7 +100,7 @@ def main():
 
     print(f'{args.config}: ResNet-{backbone_cfg.depth} base_channels={args.width}, '
           f'frozen_stages={backbone_cfg.frozen_stages}, norm_eval={backbone_cfg.norm_eval}; '
-          f'MaxQ {sparsity.n}:{sparsity.m} on {len(sparse_convs(sparse))} convs at preserve '
+          f'MaxQ {sparsity.n}:{sparsity.m} on {len(sparse_layers(sparse))} convs at preserve '
           f'rate {args.preserve}; {args.batches}x{args.batch} calibration images of '
           f'{args.size} px, {held_out.shape[0]} held-out; residual BN scale '
           f'{args.residual_gamma if args.residual_gamma is not None else 1.0}')

@@ -35,7 +35,7 @@ from mmengine.optim import AmpOptimWrapper, OptimWrapper
 import mmdet_maxq  # noqa: F401
 from mmdet_maxq.cli import load_config
 from mmdet_maxq.engine.hooks import SRSTEDecayHook
-from mmdet_maxq.models import refresh_masks, set_preserve_rate, sparse_convs
+from mmdet_maxq.models import refresh_masks, set_preserve_rate, sparse_layers
 
 METHODS = ('dense', 'srste', 'maxq')
 CONFIG = 'configs/maxq/faster-rcnn_r50-maxq-2of8_fpn_1x_coco.py'
@@ -78,7 +78,7 @@ def build(method, args):
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
     optim = (AmpOptimWrapper(optimizer=optimizer, loss_scale='dynamic') if args.amp
              else OptimWrapper(optimizer))
-    layers = [conv for _, conv in sparse_convs(model)]
+    layers = [conv for _, conv in sparse_layers(model)]
     if layers:  # what SRSTEDecayHook registers (the paper's decay, MaxQ included)
         optimizer.register_step_pre_hook(SRSTEDecayHook(2e-4)._make_hook(layers))
     return model, optim

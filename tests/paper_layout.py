@@ -149,7 +149,7 @@ class PaperResNet(nn.Module):
             self.add_module(f'layer{stage}', nn.Sequential(*blocks))
         self.fc = nn.Linear(inplanes, num_classes)
 
-    def sparse_convs(self) -> List[Tuple[str, ConvBN]]:
+    def sparse_layers(self) -> List[Tuple[str, ConvBN]]:
         """``(name, module)`` of every :class:`ConvBN`, in module order."""
         return [(name, mod) for name, mod in self.named_modules() if isinstance(mod, ConvBN)]
 
@@ -211,7 +211,7 @@ def build_paper_model(depth: int = 50,
                 if isinstance(mod, nn.BatchNorm2d):
                     mod.weight.uniform_(0.5, 1.5)
                     mod.bias.normal_(0.0, 0.1)
-        for _, conv in model.sparse_convs():
+        for _, conv in model.sparse_layers():
             conv.refresh_mask()
     bns = [mod for mod in model.modules() if isinstance(mod, nn.BatchNorm2d)]
     for bn in bns:

@@ -17,7 +17,7 @@ from rich.table import Table
 import mmdet_maxq  # noqa: F401
 from mmdet_maxq.analysis import conv_macs, report_rows, stage_totals
 from mmdet_maxq.cli import CliError, check_checkpoint_file, load_config
-from mmdet_maxq.models import refresh_masks, sparse_convs, sparsity_settings
+from mmdet_maxq.models import refresh_masks, sparse_layers, sparsity_settings
 from mmdet_maxq.utils.atomic import check_new_path, write_new_file
 from mmdet_maxq.utils.config_utils import pipeline_test_scale
 
@@ -49,7 +49,7 @@ def _plot(rows, model, path, overwrite=False):
                         fontsize=6)
     ax1.set_ylabel('weight sparsity')
     ax1.set_title('per-layer sparsity (blue: exactly N:M)')
-    values = [conv.mask[conv.mask > 0].flatten().float().cpu() for _, conv in sparse_convs(model)]
+    values = [conv.mask[conv.mask > 0].flatten().float().cpu() for _, conv in sparse_layers(model)]
     if values:
         ax2.hist(torch.cat(values).numpy(), bins=50, range=(1, 3))
     ax2.set_xlabel('soft multiplier of kept weights (1 + F + P)')

@@ -36,7 +36,8 @@ import torch.nn as nn
 from mmengine.config import Config
 
 from mmdet_maxq.engine.hooks import __all__ as HOOK_NAMES
-from mmdet_maxq.models.sparsify import SETTINGS_ATTR, sparse_convs, sparsity_settings
+from mmdet_maxq.models.sparsify import (SETTINGS_ATTR, set_submodule, sparse_layers,
+                                        sparsity_settings)
 from mmdet_maxq.utils.atomic import check_new_path, temp_file_beside
 from mmdet_maxq.utils.config_utils import find_test_pipeline
 from mmdet_maxq.version import __version__
@@ -221,22 +222,20 @@ def fold_sparse_model(model: nn.Module, progress: Progress = no_progress
         for attr in (SETTINGS_ATTR, 'sparsify_report'):
             if attr in module.__dict__:
                 delattr(module, attr)
-    layers = sparse_convs(model)
+    layers = sparse_layers(model)
     remasked = []
     for name, conv in progress(layers, 'folding masks'):
-        before = conv.mask.clone()
+        before = conv.mask  # update_mask binds a new tensor
         try:
             conv.update_mask(0.0)
         except ValueError as err:
             raise DeployError(f'cannot fold {name}: {err}') from None
         if not torch.equal(before, conv.mask):
             remasked.append(name)
-        parent_name, _, child = name.rpartition('.')
-        parent = plain.get_submodule(parent_name) if parent_name else plain
-        setattr(parent, child, conv.to_dense())
-    left = [name for name, _ in sparse_convs(plain)]
+        set_submodule(plain, name, conv.to_dense())
+    left = [name for name, _ in sparse_layers(plain)]
     if left:
-        raise DeployError(f'sparse convs left after folding: {left}')
+        raise DeployError(f'sparse layers left after folding: {left}')
     return plain, [name for name, _ in layers], remasked
 
 

@@ -16,7 +16,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import mmdet_maxq  # noqa: F401
-from mmdet_maxq.models import sparse_convs
+from mmdet_maxq.models import sparse_layers
 from mmdet_maxq.sparsity import is_nm_sparse
 from ..conftest import REPO, SINGLE_THREAD, data_options, run_tool
 from ..paper_layout import (build_paper_model, paper_backbone_features, paper_state_dict,
@@ -62,7 +62,7 @@ def test_first_forward_equals_the_imagenet_models(paper_checkpoints, method):
     detector.train()  # training mode, as in the first iteration: frozen BN stays in eval
     assert not backbone.layer1[0].bn1.training and not backbone.layer2[0].bn1.training
     assert all(not p.requires_grad for p in backbone.layer1.parameters())
-    assert len(sparse_convs(detector)) == 52
+    assert len(sparse_layers(detector)) == 52
     images = random_images(batch=2, size=64, seed=7)
     with torch.no_grad():
         ours = backbone(images)

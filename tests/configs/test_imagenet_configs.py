@@ -10,7 +10,7 @@ from mmengine.registry import DefaultScope
 from mmpretrain.registry import MODELS
 
 import mmdet_maxq  # noqa: F401
-from mmdet_maxq.models import SparseConv2d, sparse_convs, sparsity_settings
+from mmdet_maxq.models import SparseConv2d, sparse_layers, sparsity_settings
 from ..conftest import REPO
 
 CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', 'imagenet', '*.py')))
@@ -64,7 +64,7 @@ def test_recipe_and_model(path, one_thread):
     assert (settings.method, settings.n, settings.m) == (hit['method'], n, m)
     convs = {k: v for k, v in model.backbone.named_modules() if isinstance(v, nn.Conv2d)}
     total, sparse = CONVS[hit['depth'] or 'mobilenet-v2']
-    assert (len(convs), len(sparse_convs(model))) == (total, sparse)
+    assert (len(convs), len(sparse_layers(model))) == (total, sparse)
     assert isinstance(model.head.fc, nn.Linear)
     for name, conv in convs.items():
         if isinstance(conv, SparseConv2d):

@@ -15,7 +15,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import mmdet_maxq  # noqa: F401
-from mmdet_maxq.models import sparse_convs, sparsity_settings
+from mmdet_maxq.models import sparse_layers, sparsity_settings
 from ..conftest import REPO
 
 CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', 'synthetic', '*.py')))
@@ -48,11 +48,11 @@ def test_config_builds_the_named_detector(path):
     settings = sparsity_settings(model)
     hooks = {h['type']: h for h in cfg.get('custom_hooks', [])}
     if hit['method'] is None:  # the plain detector the sparse configs inherit from
-        assert settings is None and not sparse_convs(model)
+        assert settings is None and not sparse_layers(model)
         return
     assert settings.method == hit['method']
     assert 'mmdet_maxq' in cfg.custom_imports.imports and 'RandomStateHook' in hooks
-    convs = sparse_convs(model)
+    convs = sparse_layers(model)
     if hit['method'] == 'dense':
         assert not convs and 'SRSTEDecayHook' not in hooks
         return

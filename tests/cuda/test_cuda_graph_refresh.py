@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from mmdet_maxq.models import SparsitySettings, refresh_masks, sparse_convs, sparsify
+from mmdet_maxq.models import SparsitySettings, refresh_masks, sparse_layers, sparsify
 from mmdet_maxq.models.mask_refresh import _CACHE_ATTR
 from mmdet_maxq.sparsity import maxq_mask, nm_mask
 from mmdet_maxq.sparsity.batched import PackedMasks
@@ -34,7 +34,7 @@ def test_graph_replay_equals_eager_after_optimizer_steps(method, ste):
     sparsify(model, SparsitySettings(method=method, n=2, m=8, ste=ste, cuda_graph=True,
                                      layers=('backbone.*', )))
     model.cuda().train()
-    convs = [conv for _, conv in sparse_convs(model)]
+    convs = [conv for _, conv in sparse_layers(model)]
     eager = PackedMasks([tuple(c.weight.shape) for c in convs], 2, 8, method,
                         device=convs[0].weight.device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from mmdet_maxq.checkpoint import checkpoint_masks
 from mmdet_maxq.sparsity import is_nm_sparse, maxq_mask
 from ..conftest import data_options, run_tool
 
@@ -93,8 +94,7 @@ def test_amp_training_then_resume_on_cuda(synthetic_coco, tmp_path):
     assert 'resumed epoch: 1' in log.lower() or 'Epoch(train) [2]' in log
     state = torch.load(osp.join(work, 'epoch_2.pth'), map_location='cpu', weights_only=True)
     assert state['meta']['random_state'][0]['torch'].dtype == torch.uint8
-    masks = {k: v for k, v in state['state_dict'].items() if k.endswith('.mask')}
+    masks = checkpoint_masks(state)
     assert len(masks) == 52
     for key, mask in masks.items():
-        weight = state['state_dict'][key[:-len('mask')] + 'weight']
-        assert is_nm_sparse(weight * mask, 2, 8), key
+        assert is_nm_sparse(state['state_dict'][key + '.weight'] * mask, 2, 8), key

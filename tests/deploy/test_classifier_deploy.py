@@ -14,7 +14,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 from mmdet_maxq.deploy import CLASSIFIER, VerificationError, export_verified, kind_of_model
-from mmdet_maxq.models import SparseConv2d, SparsitySettings, sparse_convs, sparsify
+from mmdet_maxq.models import SparseConv2d, SparsitySettings, sparse_layers, sparsify
 from mmdet_maxq.sparsity import is_nm_sparse
 from ..conftest import REPO, SINGLE_THREAD, run_tool
 
@@ -102,7 +102,7 @@ def test_every_eligible_conv_is_exactly_2of8(exported):
     assert state['meta']['mmpretrain_version'] == mmpretrain.__version__
     weights = state['state_dict']
     assert not [key for key in weights if key.endswith('.mask')]
-    assert result.folded == [name for name, _ in sparse_convs(model)]
+    assert result.folded == [name for name, _ in sparse_layers(model)]
     assert len(result.folded) == 19  # every backbone conv but the 3-channel stem
     for name in result.folded:
         assert is_nm_sparse(weights[name + '.weight'], 2, 8), name

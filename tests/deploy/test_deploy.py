@@ -16,6 +16,7 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
 
 import mmdet_maxq
+from mmdet_maxq.checkpoint import checkpoint_masks
 from mmdet_maxq.cli import CliError
 from mmdet_maxq.deploy import DeployError, VerificationError, export_verified
 from mmdet_maxq.models import SparseConv2d, refresh_masks
@@ -221,8 +222,9 @@ def test_mid_schedule_checkpoint_exports_exact_nm(short_maxq_run, synthetic_coco
     source = osp.join(short_maxq_run, 'epoch_1.pth')
     state = _state(source)
     assert state['meta']['sparsity_schedule']['preserve'] == 1.0
-    masked = [state['state_dict'][k[:-len('mask')] + 'weight'] * v
-              for k, v in state['state_dict'].items() if k.endswith('.mask')]
+    masks = checkpoint_masks(state)
+    assert len(masks) == 19
+    masked = [state['state_dict'][k + '.weight'] * v for k, v in masks.items()]
     assert not any(is_nm_sparse(w, 2, 8) for w in masked), 'p = 1: nothing should be N:M yet'
     out = tmp_path / 'mid.pth'
     result = TOOL.main([MAXQ, source, str(out), '--num-images', '2', '--cfg-options',

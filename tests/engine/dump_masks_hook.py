@@ -7,7 +7,7 @@ from mmdet.registry import HOOKS
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
-from mmdet_maxq.models import sparse_convs
+from mmdet_maxq.models import sparse_layers
 
 
 @HOOKS.register_module()
@@ -21,6 +21,6 @@ class DumpMasksHook(Hook):
         if runner.iter + 1 != runner.max_iters:
             return
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        masks = {name: conv.mask.clone() for name, conv in sparse_convs(model)}
+        masks = {name: conv.mask.clone() for name, conv in sparse_layers(model)}
         torch.save(dict(masks=masks, iter=runner.iter, world_size=runner.world_size),
                    osp.join(self.out_dir, f'masks_rank{runner.rank}.pth'))

@@ -13,7 +13,7 @@ import mmdet_maxq  # noqa: F401
 from mmdet_maxq.engine.hooks import BNRecalibrationHook, DenseStartCheckHook, SparsityScheduleHook
 from mmdet_maxq.engine.hooks.bn_recalibration_hook import (_tensor_forward, batch_norms,
                                                            recalibrate_batch_norms)
-from mmdet_maxq.models import set_preserve_rate, sparse_convs
+from mmdet_maxq.models import set_preserve_rate, sparse_layers
 
 
 @pytest.fixture(autouse=True)
@@ -94,7 +94,7 @@ def test_recalibrated_statistics_describe_the_sparse_forward(one_thread):
     run = runner(model, [schedule, hook], data)
     hook.before_train(run)
     assert hook.used == 1
-    assert all(conv.preserve == 1.0 for _, conv in sparse_convs(model))  # schedule's start
+    assert all(conv.preserve == 1.0 for _, conv in sparse_layers(model))  # schedule's start
     assert 'over 1 training batches' in run.logger.lines[-1][1]
     after = bn_outputs(model, data)
     deep = 'backbone.layer4.1.bn2'

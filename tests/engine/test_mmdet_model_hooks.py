@@ -11,7 +11,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import mmdet_maxq  # noqa: F401
-from mmdet_maxq.models import sparse_convs, sparsity_settings
+from mmdet_maxq.models import sparse_layers, sparsity_settings
 from mmdet_maxq.sparsity import maxq_mask
 from ..conftest import REPO, SINGLE_THREAD, run_tool
 
@@ -26,7 +26,7 @@ import torch
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmdet.registry import HOOKS
-from mmdet_maxq.models import sparse_convs
+from mmdet_maxq.models import sparse_layers
 
 
 @HOOKS.register_module()
@@ -40,14 +40,14 @@ class ProbeValMasksHook(Hook):
     def before_val_epoch(self, runner):
         ema = [h for h in runner.hooks if type(h).__name__ == 'EMAHook'][0]
         self.ema = {name: conv.weight.detach().clone()
-                    for name, conv in sparse_convs(ema.ema_model.module)}
+                    for name, conv in sparse_layers(ema.ema_model.module)}
 
     def after_val_iter(self, runner, batch_idx, data_batch=None, outputs=None):
         if batch_idx != 0:
             return
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         state = {name: (conv.weight.detach().clone(), conv.mask.clone())
-                 for name, conv in sparse_convs(model)}
+                 for name, conv in sparse_layers(model)}
         torch.save(dict(state=state, ema=self.ema, use_l1=model.bbox_head.use_l1,
                         epoch=runner.epoch),
                    osp.join(self.out_dir, f'val_epoch{runner.epoch}.pth'))
@@ -122,11 +122,11 @@ def test_semi_supervised_teacher_and_student_are_both_sparse():
         semi_train_cfg=dict(freeze_teacher=True, sup_weight=1.0, unsup_weight=1.0,
                             cls_pseudo_thr=0.9, min_pseudo_bbox_wh=(1e-2, 1e-2)),
         semi_test_cfg=dict(predict_on='teacher')))
-    names = {name.split('.')[0] for name, _ in sparse_convs(model)}
+    names = {name.split('.')[0] for name, _ in sparse_layers(model)}
     assert names == {'teacher', 'student'}
     assert sparsity_settings(model).n == 2
     # MeanTeacherHook updates the teacher through .data; its masks follow at the next forward.
-    teacher_conv = dict(sparse_convs(model.teacher))['backbone.layer1.0.conv1']
+    teacher_conv = dict(sparse_layers(model.teacher))['backbone.layer1.0.conv1']
     teacher_conv.weight.data.mul_(0.5).add_(torch.randn_like(teacher_conv.weight), alpha=0.5)
     teacher_conv.eval()
     with torch.no_grad():

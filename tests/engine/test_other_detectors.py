@@ -4,6 +4,7 @@ import os.path as osp
 import pytest
 import torch
 
+from mmdet_maxq.checkpoint import checkpoint_masks
 from mmdet_maxq.sparsity import is_nm_sparse
 from ..conftest import SINGLE_THREAD, data_options, run_tool
 
@@ -26,17 +27,18 @@ def test_training_logs_the_schedule_and_ends_exactly_2of8(retinanet_run):
     work, log = retinanet_run
     assert 'SparseDetector: RetinaNet with method=maxq 2:8' in log and '19 convs sparse' in log
     assert 'preserve_rate: 0.0000' in log and 'loss_cls' in log
-    state = torch.load(osp.join(work, 'epoch_1.pth'), map_location='cpu',
-                       weights_only=True)['state_dict']
-    masks = {k: v for k, v in state.items() if k.endswith('.mask')}
+    checkpoint = torch.load(osp.join(work, 'epoch_1.pth'), map_location='cpu',
+                            weights_only=True)
+    state = checkpoint['state_dict']
+    masks = checkpoint_masks(checkpoint)
     assert len(masks) == 19 and all(k.startswith('backbone.') for k in masks)
     for key, mask in masks.items():
-        weight = state[key[:-len('mask')] + 'weight']
+        weight = state[key + '.weight']
         assert is_nm_sparse(weight * mask, 2, 8), key
         assert float((weight * mask == 0).float().mean()) >= 0.75, key
         kept = mask[mask > 0]
         assert kept.min() >= 1 and kept.max() <= 3 and (kept > 1).any(), key
-    assert 'backbone.conv1.mask' not in state  # 3-channel stem stays dense
+    assert 'backbone.conv1' not in masks  # 3-channel stem stays dense
 
 
 def test_retinanet_deploys_to_a_verified_plain_model(retinanet_run, synthetic_coco, tmp_path):

@@ -8,6 +8,7 @@ import socket
 import pytest
 import torch
 
+from mmdet_maxq.checkpoint import checkpoint_masks
 from mmdet_maxq.sparsity import is_nm_sparse, preserve_rate
 from ..conftest import REPO, data_options, run_tool
 
@@ -30,8 +31,9 @@ def _state(path):
     return torch.load(path, map_location='cpu', weights_only=True)
 
 
-def _masks(state_dict):
-    return {k: v for k, v in state_dict.items() if k.endswith('.mask')}
+def _masks(checkpoint):
+    """The masks of the sparse layers, recomputed from the checkpoint's weights."""
+    return checkpoint_masks(checkpoint)
 
 
 @pytest.fixture(scope='module')
@@ -43,11 +45,12 @@ def maxq_run(synthetic_coco, tmp_path_factory):
 
 
 def test_every_eligible_backbone_conv_is_exactly_nm_at_the_end(maxq_run):
-    state = _state(osp.join(maxq_run, 'epoch_3.pth'))['state_dict']
-    masks = _masks(state)
+    checkpoint = _state(osp.join(maxq_run, 'epoch_3.pth'))
+    state = checkpoint['state_dict']
+    masks = _masks(checkpoint)
     assert len(masks) == 19
     for key, mask in masks.items():
-        weight = state[key[:-len('mask')] + 'weight']
+        weight = state[key + '.weight']
         assert is_nm_sparse(weight * mask, 2, 8), key
         kept = mask[mask > 0]
         assert kept.min() >= 1 and kept.max() <= 3
@@ -85,8 +88,8 @@ def test_resumed_run_has_the_masks_of_the_uninterrupted_one(maxq_run, synthetic_
         preserve_rate('cubic', 1, 0, 2))
     run_tool(['tools/train.py', MAXQ, '--work-dir', work, '--resume', '--cfg-options', *SHORT,
               *data_options(synthetic_coco)])
-    resumed = _masks(_state(osp.join(work, 'epoch_3.pth'))['state_dict'])
-    straight = _masks(_state(osp.join(maxq_run, 'epoch_3.pth'))['state_dict'])
+    resumed = _masks(_state(osp.join(work, 'epoch_3.pth')))
+    straight = _masks(_state(osp.join(maxq_run, 'epoch_3.pth')))
     assert resumed.keys() == straight.keys()
     for key in straight:
         assert torch.equal(resumed[key], straight[key]), key

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from mmdet_maxq.models import SparseConv2d, SparsitySettings, refresh_masks, sparsify
-from mmdet_maxq.models.sparsify import sparse_convs
+from mmdet_maxq.models.sparsify import sparse_layers
 from mmdet_maxq.sparsity import _select, maxq_mask, nm_mask
 from ..sparsity.test_sync_free import OpRecorder
 
@@ -49,7 +49,7 @@ def test_refresh_masks_equals_the_per_conv_masks(method, tie_check, monkeypatch)
     model = _sparse(method)
     for rate in (0.5, 0.0):
         refresh_masks(model, rate)
-        for _, conv in sparse_convs(model):
+        for _, conv in sparse_layers(model):
             assert torch.equal(conv.mask, _expected(conv)) and not conv.mask_stale
 
 
@@ -58,7 +58,7 @@ def test_one_refresh_per_training_forward_before_it(tie_check, monkeypatch):
     monkeypatch.setattr(_select, 'CPU_TIE_CHECK', tie_check)
     model = _sparse().train()
     calls = []
-    for _, conv in sparse_convs(model):
+    for _, conv in sparse_layers(model):
         original = conv.compute_mask
         conv.compute_mask = lambda *a, _o=original, **k: calls.append(1) or _o(*a, **k)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
@@ -69,10 +69,15 @@ def test_one_refresh_per_training_forward_before_it(tie_check, monkeypatch):
         optimizer.zero_grad()
     # Masks come from the pre-hook (packed, or per conv on the CPU path), never per call.
     assert len(calls) == (3 * 3 if tie_check else 0)
-    model(x)
-    for _, conv in sparse_convs(model):
+    out = model(x)
+    for _, conv in sparse_layers(model):
         assert torch.equal(conv.mask, _expected(conv))
-        assert not conv.mask_held  # released after the forward
+        assert conv.mask_held  # held until the backward has accumulated its gradient
+    out.square().mean().backward()
+    assert not any(conv.mask_held for _, conv in sparse_layers(model))
+    with torch.no_grad():
+        model(x)  # nothing to differentiate: released after the forward
+    assert not any(conv.mask_held for _, conv in sparse_layers(model))
 
 
 def _head_grads(head_cfg, name, ste, method='maxq'):
@@ -89,7 +94,7 @@ def _head_grads(head_cfg, name, ste, method='maxq'):
     loss = sum(t.square().sum() for level in out for t in level)
     loss.backward()
     # Reference: every conv computes with the constant W * S of its weights, as a leaf.
-    convs = dict(sparse_convs(model))
+    convs = dict(sparse_layers(model))
     masks = {}
     for key, module in reference.named_modules():
         full = f'{name}.{key}'
@@ -164,14 +169,14 @@ def test_eval_forward_refreshes_stale_masks_once(monkeypatch):
     model(x)
     model.eval()
     calls = []
-    original = sparsify_module.refresh_convs
-    monkeypatch.setattr(sparsify_module, 'refresh_convs',
+    original = sparsify_module.refresh_layers
+    monkeypatch.setattr(sparsify_module, 'refresh_layers',
                         lambda m, convs, **k: calls.append(len(convs)) or original(m, convs, **k))
     with torch.no_grad():
         model(x)
         model(x)
     assert calls == [3]  # the eval switch made all three stale; the second forward reuses them
-    for _, conv in sparse_convs(model):
+    for _, conv in sparse_layers(model):
         assert torch.equal(conv.mask, _expected(conv))
 
 
@@ -183,26 +188,26 @@ def test_deepcopy_and_state_dict_keep_working():
         for p in copied.parameters():
             p.mul_(-2)
     refresh_masks(copied)
-    for (_, a), (_, b) in zip(sparse_convs(model), sparse_convs(copied)):
+    for (_, a), (_, b) in zip(sparse_layers(model), sparse_layers(copied)):
         assert torch.equal(a.mask, _expected(a)) and torch.equal(b.mask, _expected(b))
     keys = set(model.state_dict())
     assert not any('refresh' in k for k in keys)
-    assert {k for k in keys if k.endswith('mask')} == {'backbone.0.mask', 'backbone.2.mask',
-                                                       'backbone.4.mask'}
+    # Masks follow from the weights: checkpoints hold the plain model's keys only.
+    assert keys == set(Wrapped('backbone', _tiny_backbone()).state_dict())
 
 
 def test_resnet50_refresh_op_count_on_meta():
     """The 52 sparse convs of a ResNet-50 at 2:8, preserve 0.5: <= 600 ops, no host read."""
     from mmdet.models.backbones import ResNet
     model = _sparse(part=ResNet(depth=50))
-    assert len(sparse_convs(model)) == 52
+    assert len(sparse_layers(model)) == 52
     model.to('meta')
     refresh_masks(model, 0.5)  # one-time layout
     with OpRecorder() as recorder:
         refresh_masks(model, 0.5)
     assert recorder.host_reads() == []
     assert len(recorder.ops()) <= 600, len(recorder.ops())
-    assert all(conv.mask.device.type == 'meta' for _, conv in sparse_convs(model))
+    assert all(conv.mask.device.type == 'meta' for _, conv in sparse_layers(model))
 
 
 @pytest.mark.parametrize('tau', [float('inf'), float('nan'), 0, -1.0, True])

@@ -9,7 +9,7 @@ from mmpretrain.registry import HOOKS as PRETRAIN_HOOKS
 from mmpretrain.registry import MODELS as PRETRAIN_MODELS
 
 import mmdet_maxq  # noqa: F401
-from mmdet_maxq.models import SparseConv2d, sparse_convs, sparsity_settings
+from mmdet_maxq.models import SparseConv2d, sparse_layers, sparsity_settings
 from mmdet_maxq.sparsity import is_nm_sparse
 
 
@@ -55,16 +55,15 @@ def test_resnets_are_sparsified_in_place(depth, one_thread):
     assert model.sparsify_report.dense == {
         'backbone.conv1': '3 input channels not divisible by M=8'}
     assert isinstance(convs['backbone.layer2.0.downsample.0'], SparseConv2d)
-    assert len(sparse_convs(model)) == RESNET_CONVS[depth] - 1
+    assert len(sparse_layers(model)) == RESNET_CONVS[depth] - 1
     assert isinstance(model.head.fc, nn.Linear)  # the head stays dense
-    # Same keys as the plain classifier, plus one mask per sparse conv.
+    # Same keys as the plain classifier: masks follow from the weights.
     plain_cfg = classifier_cfg(resnet(depth), 16 * 8 * expansion)
     for key in ('classifier', 'sparsity'):
         plain_cfg.pop(key)
     plain = build(dict(plain_cfg, type='ImageClassifier'))
     keys, plain_keys = set(model.state_dict()), set(plain.state_dict())
-    assert keys - plain_keys == {n + '.mask' for n, _ in sparse_convs(model)}
-    assert plain_keys <= keys
+    assert keys == plain_keys
 
 
 def test_mobilenet_v2_pointwise_sparse_depthwise_dense(one_thread):
@@ -78,7 +77,7 @@ def test_mobilenet_v2_pointwise_sparse_depthwise_dense(one_thread):
     depthwise = {n for n, c in convs.items() if c.groups > 1}
     pointwise = {n for n, c in convs.items() if c.kernel_size == (1, 1)}
     assert depthwise and pointwise
-    sparse = {n for n, _ in sparse_convs(model)}
+    sparse = {n for n, _ in sparse_layers(model)}
     assert sparse == pointwise
     assert not depthwise & sparse
     assert 'backbone.conv1.conv' not in sparse  # stem

@@ -149,13 +149,15 @@ def test_plain_state_dict_loads_and_mask_follows_weights():
 
 
 def test_loaded_masks_are_never_trusted():
-    # An EMA checkpoint holds averaged masks, another N:M's checkpoint other masks: the mask
-    # always follows from the loaded weights.
+    # Checkpoints of earlier versions hold masks (an EMA checkpoint averaged ones, another
+    # N:M's checkpoint other ones): they load, and the mask follows from the loaded weights.
     source = SparseConv2d.convert_from(_conv(), 2, 8)
     saved = {k: v.clone() for k, v in source.state_dict().items()}
-    saved['mask'] = torch.full_like(saved['mask'], 0.37)
+    assert 'mask' not in saved
+    saved['mask'] = torch.full_like(saved['weight'], 0.37)
     fresh = SparseConv2d.convert_from(_conv(cout=8), 2, 8).eval()
-    fresh.load_state_dict(saved)
+    result = fresh.load_state_dict(saved, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
     assert fresh.mask_stale
     with torch.no_grad():
         fresh(torch.randn(1, 16, 4, 4))

@@ -13,7 +13,7 @@ from mmengine.config import Config
 from mmengine.runner import load_checkpoint, save_checkpoint
 
 import mmdet_maxq  # noqa: F401
-from mmdet_maxq.models import SparseConv2d, sparse_convs, sparsity_settings
+from mmdet_maxq.models import SparseConv2d, sparse_layers, sparsity_settings
 from ..conftest import REPO
 
 MAXQ = osp.join(REPO, 'configs/synthetic/mask-rcnn_r18-tiny-maxq-2of8_fpn_synthetic.py')
@@ -63,12 +63,12 @@ def test_default_selection_is_every_eligible_backbone_conv():
         'backbone.conv1': '3 input channels not divisible by M=8'}
     assert all(not isinstance(m, SparseConv2d) for n, m in model.named_modules()
                if not n.startswith('backbone.'))
-    assert all(conv.layer_name == name for name, conv in sparse_convs(model))
+    assert all(conv.layer_name == name for name, conv in sparse_layers(model))
 
 
 def test_patterns_can_include_the_neck_and_exclude():
     model = _build(layers=['backbone.*', 'neck.*'], exclude=['backbone.layer4.*'])
-    names = {n for n, _ in sparse_convs(model)}
+    names = {n for n, _ in sparse_layers(model)}
     assert any(n.startswith('neck.') for n in names)
     assert not any(n.startswith('backbone.layer4') for n in names)
     assert model.sparsify_report.dense['backbone.layer4.0.conv1'] == 'excluded'
@@ -90,16 +90,16 @@ def test_loss_predict_tensor_modes():
 
 def test_dense_method_keeps_plain_convs():
     model = _build(method='dense')
-    assert sparse_convs(model) == []
+    assert sparse_layers(model) == []
     assert sparsity_settings(model).method == 'dense'
     assert len(model.sparsify_report.sparse) == 19
 
 
-def test_checkpoint_keys_are_the_detectors_own_plus_masks(tmp_path):
+def test_checkpoint_keys_are_the_detectors_own(tmp_path):
     model = _build()
     plain = MODELS.build(Config.fromfile(PLAIN).model)
-    masks = {f'{name}.mask' for name, _ in sparse_convs(model)}
-    assert set(model.state_dict()) == set(plain.state_dict()) | masks
+    assert sparse_layers(model)
+    assert set(model.state_dict()) == set(plain.state_dict())
 
 
 def test_plain_detector_checkpoint_loads_strictly_and_masks_follow(tmp_path):
@@ -154,7 +154,7 @@ def test_init_detector_and_inference_on_every_sparse_config(config, tmp_path):
                          meta=dict(dataset_meta=dict(classes=('a', 'b', 'c')))), path)
     model = init_detector(cfg, path, device='cpu')
     assert sparsity_settings(model) is not None
-    layers = sparse_convs(model)
+    layers = sparse_layers(model)
     assert (len(layers) > 0) == (cfg.model.sparsity.get('method') != 'dense')
     image = np.random.RandomState(0).randint(0, 255, (96, 120, 3), dtype=np.uint8)
     result = inference_detector(model, image)

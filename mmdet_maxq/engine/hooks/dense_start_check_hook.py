@@ -7,7 +7,7 @@ from mmdet.registry import HOOKS
 from mmengine.hooks import Hook
 
 from mmdet_maxq.checkpoint.file_check import checkpoint_meta
-from mmdet_maxq.models.sparsify import sparse_convs
+from mmdet_maxq.models.sparsify import sparse_layers
 from mmdet_maxq.utils.config_utils import pretrained_inits
 from .bn_recalibration_hook import BNRecalibrationHook
 from .utils import get_sparse_model
@@ -45,7 +45,7 @@ class DenseStartCheckHook(Hook):
 
     def before_run(self, runner) -> None:
         model = get_sparse_model(runner, type(self).__name__)
-        for name, conv in sparse_convs(model):
+        for name, conv in sparse_layers(model):
             self._handles.append(conv.register_load_state_dict_pre_hook(
                 self._make_recorder(name)))
 

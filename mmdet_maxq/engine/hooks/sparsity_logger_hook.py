@@ -7,7 +7,7 @@ import torch.nn as nn
 from mmdet.registry import HOOKS
 from mmengine.hooks import Hook
 
-from mmdet_maxq.models.sparsify import sparse_convs
+from mmdet_maxq.models.sparsify import sparse_layers
 from mmdet_maxq.sparsity import nm_compliance
 from mmdet_maxq.utils.names import stage_prefix
 from .utils import get_sparse_model
@@ -22,7 +22,7 @@ def sparsity_figures(model: nn.Module) -> Dict[str, float]:
     """
     zeros, total = defaultdict(int), defaultdict(int)
     nm_blocks = all_blocks = 0.0
-    for name, conv in sparse_convs(model):
+    for name, conv in sparse_layers(model):
         weight = conv.weight.detach() * conv.mask
         blocks = weight.numel() / conv.m
         nm_blocks += nm_compliance(weight, conv.n, conv.m) * blocks

@@ -6,7 +6,7 @@ from mmdet.registry import HOOKS
 from mmengine.hooks import Hook
 from mmengine.runner import IterBasedTrainLoop
 
-from mmdet_maxq.models.sparsify import set_preserve_rate
+from mmdet_maxq.models.sparsify import set_preserve_rate, sparsity_meta
 from mmdet_maxq.sparsity.schedules import check_schedule, preserve_rate
 from .utils import get_sparse_model
 
@@ -21,7 +21,9 @@ class SparsityScheduleHook(Hook):
     (and once after each switch to eval mode), so every DDP rank computes the same masks and
     this hook only sets the rate: a few Python assignments, no tensor work. ``p`` is logged as
     ``preserve_rate``; the checkpoint's ``meta`` carries the schedule position, and a resumed
-    run (or a test of a mid-schedule checkpoint) continues with it.
+    run (or a test of a mid-schedule checkpoint) continues with it. It also carries the
+    sparsity settings and the sparse layers' names (``meta['sparsity']``): checkpoints hold
+    no masks, and :func:`mmdet_maxq.checkpoint.checkpoint_masks` recomputes them from that.
 
     Args:
         kind (str): ``'linear'``, ``'cubic'``, ``'cos'`` or ``'exp'``. Defaults to ``'cubic'``.
@@ -79,7 +81,9 @@ class SparsityScheduleHook(Hook):
                     preserve=self.preserve)
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        checkpoint.setdefault('meta', {})['sparsity_schedule'] = self.state()
+        meta = checkpoint.setdefault('meta', {})
+        meta['sparsity_schedule'] = self.state()
+        meta['sparsity'] = sparsity_meta(get_sparse_model(runner, type(self).__name__))
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         saved = checkpoint.get('meta', {}).get('sparsity_schedule')

@@ -6,7 +6,7 @@ from mmdet.registry import HOOKS
 from mmengine.hooks import Hook
 from mmengine.optim import OptimWrapperDict
 
-from mmdet_maxq.models.sparsify import sparse_convs
+from mmdet_maxq.models.sparsify import sparse_layers
 from mmdet_maxq.sparsity import srste_decay_
 from mmdet_maxq.sparsity.validation import check_decay
 from .utils import get_sparse_model
@@ -14,7 +14,7 @@ from .utils import get_sparse_model
 
 @HOOKS.register_module()
 class SRSTEDecayHook(Hook):
-    """Add ``decay * (1 - clamp(S, 0, 1)) * W`` to the gradient of every sparse conv weight.
+    """Add ``decay * (1 - clamp(S, 0, 1)) * W`` to the gradient of every sparse layer weight.
 
     The paper's training loop applies this decay of the pruned weights to every sparse layer,
     MaxQ as well as SR-STE (MaxQ = soft masks + this decay), so every sparse config of this
@@ -43,10 +43,10 @@ class SRSTEDecayHook(Hook):
         self._handles: List = []
 
     def before_train(self, runner) -> None:
-        layers = [conv for _, conv in sparse_convs(get_sparse_model(runner,
-                                                                    type(self).__name__))]
+        model = get_sparse_model(runner, type(self).__name__)
+        layers = [layer for _, layer in sparse_layers(model)]
         if not layers:
-            raise ValueError('SRSTEDecayHook: the model has no sparse conv (sparsity.method '
+            raise ValueError('SRSTEDecayHook: the model has no sparse layer (sparsity.method '
                              "'dense'?); remove the hook or use method 'srste' / 'maxq'")
         wrapper = runner.optim_wrapper
         wrappers = wrapper.values() if isinstance(wrapper, OptimWrapperDict) else [wrapper]

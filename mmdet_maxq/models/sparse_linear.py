@@ -1,0 +1,40 @@
+"""A drop-in ``nn.Linear`` that runs with an N:M (MaxQ or SR-STE) weight mask."""
+from typing import Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .sparse_layer import SparseLayerMixin
+
+
+class SparseLinear(SparseLayerMixin, nn.Linear):
+    """Linear layer whose forward uses ``W * S``; see :class:`SparseLayerMixin` for the mask.
+
+    A weight ``(O, C)`` is the 1x1 conv ``(O, C, 1, 1)``: blocks of M consecutive input
+    features (the layout of 2:4 semi-structured kernels), MaxQ's filter-axis query over the
+    output rows and no kernel-position query.
+
+    Build it from an existing linear layer with :meth:`convert_from`; fold it back into a
+    plain ``nn.Linear`` with :meth:`to_dense`.
+
+    Args:
+        *args: ``nn.Linear`` arguments.
+        n, m, method, tau, ste, layer_name: As :class:`~mmdet_maxq.models.SparseConv2d`.
+        **kwargs: More ``nn.Linear`` keyword arguments.
+    """
+
+    _plain_type = nn.Linear
+    _layer_kind = 'linear layer'
+
+    def __init__(self, *args, n: int = 2, m: int = 4, method: str = 'maxq',
+                 tau: float = 1e-2, ste: str = 'soft', layer_name: str = 'weight', **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_sparsity(n, m, method, tau, ste, layer_name)
+
+    @classmethod
+    def _constructor_args(cls, linear: nn.Linear) -> Tuple[tuple, dict]:
+        return (linear.in_features, linear.out_features, linear.bias is not None), {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.effective_weight(), self.bias)
