@@ -201,7 +201,10 @@ def test_resnet50_refresh_op_count_on_meta():
     with OpRecorder() as recorder:
         refresh_masks(model, 0.5)
     assert recorder.host_reads() == []
-    assert len(recorder.ops()) <= 600, len(recorder.ops())
+    count = len(recorder.ops())
+    print(f'\nR50 2:8 refresh on meta: {count} ATen ops')
+    assert count <= 600, count  # issue 23's bound for a whole-model refresh
+    assert count <= 228, count  # measured 208 (2026-12-03): fails on a growth of 10%
     assert all(conv.mask.device.type == 'meta' for _, conv in sparse_convs(model))
 
 
