@@ -24,21 +24,22 @@ from .test_mask_refresh import _sparse
 PERSISTENT_BUDGET = 8.0
 
 
-def _storage(t: torch.Tensor):
-    return t.untyped_storage()
+def _storages(objects):
+    """The storages of the tensors among ``objects`` (sparse and other storage-less skipped)."""
+    for obj in objects:
+        if isinstance(obj, torch.Tensor):
+            try:
+                yield obj.untyped_storage()
+            except (RuntimeError, NotImplementedError):
+                pass
 
 
 def live_storages(exclude=()) -> dict:
     """``{storage id: bytes}`` of every tensor ``gc`` sees, views counted once."""
     gc.collect()
-    skip = {_storage(t)._cdata for t in exclude}
-    found = {}
-    for obj in gc.get_objects():
-        if isinstance(obj, torch.Tensor):
-            storage = _storage(obj)
-            if storage._cdata not in skip:
-                found[storage._cdata] = storage.nbytes()
-    return found
+    skip = {storage._cdata for storage in _storages(exclude)}
+    return {storage._cdata: storage.nbytes() for storage in _storages(gc.get_objects())
+            if storage._cdata not in skip}
 
 
 def kept_bytes(before: dict, after: dict) -> int:
@@ -56,22 +57,18 @@ class PeakOfNewStorages(TorchDispatchMode):
         # Weak references keep a storage's address from being reused while it is tracked.
         self.existing = {}
         gc.collect()
-        for obj in gc.get_objects():
-            if isinstance(obj, torch.Tensor):
-                storage = _storage(obj)
-                self.existing[storage._cdata] = StorageWeakRef(storage)
+        for storage in _storages(gc.get_objects()):
+            self.existing[storage._cdata] = StorageWeakRef(storage)
         self.live = {}
         self.peak = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         self.live = {k: v for k, v in self.live.items() if not v[0].expired()}
-        for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor):
-                storage = _storage(t)
-                key = storage._cdata
-                if key not in self.existing and key not in self.live:
-                    self.live[key] = (StorageWeakRef(storage), storage.nbytes())
+        for storage in _storages(tree_leaves(out)):
+            key = storage._cdata
+            if key not in self.existing and key not in self.live:
+                self.live[key] = (StorageWeakRef(storage), storage.nbytes())
         self.peak = max(self.peak, sum(nbytes for _, nbytes in self.live.values()))
         return out
 
