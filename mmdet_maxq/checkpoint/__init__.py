@@ -1,4 +1,5 @@
 """Checkpoint import: format detection, key mapping and conversion of sparse ImageNet ResNets."""
+from mmdet_maxq import requires_openmmlab  # noqa: F401  (first: a clear error without the stack)
 from .convert import (FOLD_BY_METHOD, METHODS, ConversionResult, LayerReport, StageReport,
                       convert_checkpoint, convert_state_dict, load_checkpoint_file, resolve_fold,
                       save_checkpoint_atomic)
