@@ -59,11 +59,8 @@ def test_decay_equals_lambda_w_on_pruned_weights_after_unscaling(fused):
     scaled = conv.weight.grad.clone()
     scaler.step(optimizer)
     decay = 0.5 * (1 - conv.mask.clamp(0, 1)) * conv.weight.detach()
-    if fused:
-        assert seen['scale'] is not None  # the gradients were still scaled at the pre-hook
-        final = seen['grad'] / seen['scale']
-    else:
-        final = seen['grad']
+    assert (seen['scale'] is not None) == fused  # unscaled before the step unless fused
+    final = seen['grad'] / seen['scale'] if fused else seen['grad']
     torch.testing.assert_close(final, scaled / 2.0 ** 16 + decay)
     pruned = conv.mask == 0
     torch.testing.assert_close((final - scaled / 2.0 ** 16)[pruned],
