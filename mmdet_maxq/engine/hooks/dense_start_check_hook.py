@@ -9,8 +9,8 @@ from mmengine.hooks import Hook
 from mmdet_maxq.checkpoint.file_check import checkpoint_meta
 from mmdet_maxq.models.sparsify import sparse_layers
 from mmdet_maxq.utils.config_utils import pretrained_inits
-from .bn_recalibration_hook import BNRecalibrationHook
-from .utils import get_sparse_model
+from .sparsity_schedule_hook import scheduled_preserve_rate
+from .utils import get_sparse_model, starts_afresh
 
 
 @HOOKS.register_module()
@@ -62,9 +62,9 @@ class DenseStartCheckHook(Hook):
         for handle in self._handles:
             handle.remove()
         self._handles = []
-        if runner.iter > 0 or getattr(runner, '_resume', False):
+        if not starts_afresh(runner):
             return
-        if BNRecalibrationHook.first_preserve_rate(runner) != 0.0:
+        if scheduled_preserve_rate(runner) != 0.0:
             return  # incremental: the preserve rate starts above 0
         sparse_sources = _sparse_sources(runner.cfg)
         dense = [name for name, masked in self.loaded.items()
