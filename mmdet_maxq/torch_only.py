@@ -12,7 +12,7 @@ import sys
 from typing import Optional
 
 # Subpackages whose code imports nothing but PyTorch, numpy and the standard library.
-TORCH_ONLY_SUBPACKAGES = ('mmdet_maxq.sparsity', )
+TORCH_ONLY_SUBPACKAGES = ('mmdet_maxq.sparsity', 'mmdet_maxq.deploy.semi_structured')
 OPENMMLAB = ('mmengine', 'mmcv', 'mmdet')
 
 
@@ -20,21 +20,23 @@ def requested_module(package: str = 'mmdet_maxq') -> Optional[str]:
     """The module under ``package`` whose import is running ``package``'s ``__init__``.
 
     Python imports a parent package from ``importlib``'s ``_find_and_load_unlocked(name)`` of
-    the submodule asked for; that frame's ``name`` tells which. None where the frames are not
-    CPython's (then the caller does the full import, the safe default) or when the package
-    itself is imported.
+    the submodule asked for; that frame's ``name`` tells which. Of nested ones
+    (``mmdet_maxq.deploy.semi_structured`` imports ``mmdet_maxq.deploy`` first) the outermost,
+    the module asked for, is returned. None where the frames are not CPython's (then the
+    caller does the full import, the safe default) or when the package itself is imported.
 
     Args:
         package (str): The package whose ``__init__`` asks. Defaults to ``'mmdet_maxq'``.
     """
     frame = sys._getframe(1)
+    found = None
     while frame is not None:
         if frame.f_code.co_name == '_find_and_load_unlocked':
             name = frame.f_locals.get('name')
             if isinstance(name, str) and name.startswith(package + '.'):
-                return name
+                found = name
         frame = frame.f_back
-    return None
+    return found
 
 
 def unimportable_openmmlab() -> Optional[str]:

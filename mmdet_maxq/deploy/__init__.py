@@ -1,12 +1,16 @@
 """Export of a folded, verified N:M checkpoint that plain MMDetection or mmpretrain loads
-(tools/deploy.py)."""
-from .export import (PACKAGE_HOOKS, DeployError, ExportResult, VerificationError,
-                     check_sparse_config, deploy_paths, export_verified, fold_sparse_model,
-                     plain_config, verify_export)
-from .kinds import CLASSIFIER, DETECTOR, KINDS, ModelKind, kind_of_model
-from .verify import (DEFAULT_TOLERANCE, Check, ImageCheck, LayerCheck, VerificationReport,
-                     check_nm_layers, compare_one, compare_predictions, run_plain_process,
-                     sample_batches)
+(tools/deploy.py), and the 2:4 speed path (:mod:`.semi_structured`, plain PyTorch: importable
+without OpenMMLab, when this package's other modules are not loaded)."""
+from mmdet_maxq.torch_only import torch_only_import
+
+if not torch_only_import():
+    from .export import (PACKAGE_HOOKS, DeployError, ExportResult, VerificationError,
+                         check_sparse_config, deploy_paths, export_verified, fold_sparse_model,
+                         plain_config, verify_export)
+    from .kinds import CLASSIFIER, DETECTOR, KINDS, ModelKind, kind_of_model
+    from .verify import (DEFAULT_TOLERANCE, Check, ImageCheck, LayerCheck, VerificationReport,
+                         check_nm_layers, compare_one, compare_predictions, run_plain_process,
+                         sample_batches)
 
 __all__ = [
     'PACKAGE_HOOKS', 'DeployError', 'ExportResult', 'VerificationError', 'check_sparse_config',

@@ -69,3 +69,32 @@ def test_sparsity_import_with_the_stack_registers_everything():
         env={'PYTHONPATH': REPO, 'PATH': '/usr/bin:/bin'})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == 'ok'
+
+
+def test_semi_structured_imports_without_openmmlab():
+    proc = _python("""
+        import torch
+        from mmdet_maxq.deploy.semi_structured import (SemiStructuredError, convs_as_linear,
+                                                       to_semi_structured)
+
+        model = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 1))
+        assert convs_as_linear(model) == ['0']
+        try:
+            to_semi_structured(model)
+        except SemiStructuredError as err:
+            assert 'CUDA' in str(err)
+        loaded = sorted(m for m in sys.modules if m.split('.')[0] in Blocker.BLOCKED)
+        assert not loaded, loaded
+        assert 'mmdet_maxq.deploy.export' not in sys.modules
+        assert 'mmdet_maxq.models' not in sys.modules
+        print('ok')
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == 'ok'
+
+
+def test_deploy_package_without_openmmlab_is_still_one_clear_error():
+    proc = _python('import mmdet_maxq.deploy\n')
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith('ImportError: mmdet-maxq: cannot import mmengine'), last
