@@ -157,11 +157,20 @@ def forms_of(name, folded, linear, args, dtype_name):
         return forms
     for backend in args.backends:
         sparse = place(linear if linear is not None else folded)
-        report = to_semi_structured(sparse, backend=backend)
+        try:
+            report = to_semi_structured(sparse, backend=backend)
+        except RuntimeError as err:  # e.g. a backend this GPU or build lacks: say so, go on
+            print(f'  {dtype_name} 2:4 {backend}: conversion failed: {first_line(err)}')
+            continue
         print(f'  {dtype_name} 2:4 {backend}: {len(report.converted)} weights semi-structured, '
               f'{len(report.dense)} left dense ({reasons(report.dense)})')
         forms[f'2:4 {backend}'] = sparse
     return forms
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f'{type(err).__name__}: {text.splitlines()[0] if text else ""}'
 
 
 @torch.no_grad()
@@ -187,12 +196,20 @@ def run_model(name, args) -> None:
                             .manual_seed(batch)).to(args.device, DTYPES[dtype_name])
             if name == 'resnet50':
                 x = x.contiguous(memory_format=torch.channels_last)
-            outputs = {f: flat_outputs(m(x)) for f, m in forms.items()}
-            times = median_ms_round_robin({f: (lambda m=m: m(x)) for f, m in forms.items()},
+            outputs = {}
+            for form, module in forms.items():
+                try:
+                    outputs[form] = flat_outputs(module(x))
+                except RuntimeError as err:  # a 2:4 kernel refused: report it, time the rest
+                    if form == 'dense':
+                        raise
+                    print(f'  {dtype_name} batch {batch}: {form} forward failed: '
+                          f'{first_line(err)}')
+            times = median_ms_round_robin({f: (lambda m=forms[f]: m(x)) for f in outputs},
                                           args.device, args.warmup, args.iters)
             dense = median(times['dense'])
             cells = []
-            for form in forms:
+            for form in outputs:
                 ms = median(times[form])
                 diff, rel = max_difference(outputs[form], outputs['dense'])
                 cells.append(f'{form} {ms:.3f} ms ({dense / ms:.2f}x, max|diff| {diff:.2e}, '

@@ -146,9 +146,10 @@ def run_model(name, args) -> bool:
             ops = count_ops(lambda: refresh_masks(model))
         masks = [layer.mask for layer in sparse_layers(model)]
         same = sum(torch.equal(a, b) for a, b in zip(masks, want))
+        diff = max(float((a.float() - b.float()).abs().max()) for a, b in zip(masks, want))
         all_same &= same == len(want)
         line = (f'{form:16s} {median(times[form]):8.3f} ms  {ops:5d} ATen ops  masks equal to '
-                f'the reference: {same} of {len(want)}')
+                f'the reference: {same} of {len(want)} (max |diff| {diff:.2g})')
         kind = form.split()[0]
         if cuda and form.endswith('fp32'):
             persistent, reserved, peak = mem[kind]

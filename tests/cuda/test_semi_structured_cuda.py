@@ -33,6 +33,18 @@ def fold(model):
     return model
 
 
+def sparse_forward(model, x, backend):
+    """``model(x)``; skipped (with PyTorch's reason) where its CUTLASS 2:4 kernels refuse this
+    GPU: its libtorch_cuda carries 'Supported only on GPUs with compute capability 8.x'."""
+    try:
+        return model(x)
+    except RuntimeError as err:
+        if backend == 'cutlass' and 'compute capability 8.x' in str(err):
+            pytest.skip(f'PyTorch refuses CUTLASS 2:4 on {torch.cuda.get_device_name()}: '
+                        f'{str(err).splitlines()[0]}')
+        raise
+
+
 def close(out, want, dtype):
     scale = want.float().abs().max()
     tol = 1e-2 if dtype == torch.float16 else 4e-2
@@ -50,7 +62,7 @@ def test_linear_layers_give_the_dense_outputs(backend, dtype):
     with torch.no_grad():
         want = model(x)
         report = to_semi_structured(model, backend=backend)
-        out = model(x)
+        out = sparse_forward(model, x, backend)
     assert report.converted == ['0', '2'], report.summary()
     assert 'shape (100, 256)' in report.dense['3']
     assert isinstance(model[0].weight, torch.sparse.SparseSemiStructuredTensor)
@@ -70,7 +82,7 @@ def test_1x1_convs_channels_last_give_the_conv_outputs(backend):
         want = model(x)
         assert convs_as_linear(model) == ['0', '3']
         report = to_semi_structured(model, backend=backend)
-        out = model(x)
+        out = sparse_forward(model, x, backend)
     assert report.converted == ['0', '3'] and not report.dense
     assert out.is_contiguous(memory_format=torch.channels_last)
     close(out, want, torch.float16)
