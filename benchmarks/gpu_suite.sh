@@ -6,16 +6,18 @@
 # failed step is recorded and the next one runs; $OUT/summary.txt is rewritten after every step):
 #   torch_only.txt   (PyTorch alone, no OpenMMLab; run first, while mmcv builds beside them)
 #     env              GPU, driver, torch, cuSPARSELt
-#     masks_tests      pytest -m cuda tests/cuda/test_cuda_masks.py tests/cuda/test_semi_structured_cuda.py
+#     masks_tests      pytest -m cuda of tests/cuda/test_cuda_masks.py and
+#                      tests/cuda/test_semi_structured_cuda.py
 #     mask_speed       benchmarks/mask_speed.py: all 52 ResNet-50 masks, packed refresh core vs
 #                      sort-based reference, fp32 and autocast, peak memory
 #     deploy_speed_tv  benchmarks/deploy_speed.py --source torchvision: dense vs 2:4 semi-structured
 #   mmcv_build.txt   mmcv 2.1.0's CUDA ops built for sm_90 only (the last lines of the build log)
-#   tests_cuda.txt   pytest -m cuda tests/cuda (all of them)
 #   refresh_speed.txt  benchmarks/refresh_speed.py: whole-model refresh, eager vs CUDA graph,
 #                      fp32 vs autocast, ops, persistent and peak memory
 #   train_overhead.txt benchmarks/train_overhead.py --device cuda --amp at 1333x800, batch 2,
-#                      Faster R-CNN R50-FPN (dense / SR-STE / MaxQ), then with --cuda-graph
+#                      Faster R-CNN R50-FPN (dense / SR-STE / MaxQ); last, the same with
+#                      --cuda-graph (step train_overhead_graph)
+#   tests_cuda.txt   pytest -m cuda tests/cuda (all of them)
 #   deploy_speed.txt benchmarks/deploy_speed.py: MMDetection / mmpretrain ResNet-50, Swin-T,
 #                      DeiT-S backbones, fp16/bf16, batch 1 and 8, dense vs 2:4
 #   summary.txt      every step's exit code and seconds
@@ -32,7 +34,9 @@
 #                  start (GPU default 570: the device tool's command limit is 600 s), so that
 #                  summary.txt is always written
 # Environment: PY (default python3), OUT (default ./gpu_suite_out), BUILD_JOBS (default
-# nproc - 2: two cores stay free for the timed steps that run during the build).
+# nproc - 2: two cores stay free for the timed steps that run during the build; their
+# launch-bound figures, batch 1, may still read high: --only mask_speed,deploy_speed_tv
+# reruns them on an idle machine).
 #
 # Preparing the wheels (the GPU machine has Python 3.12 + torch, no OpenMMLab, no network).
 # Once, here, in the repository root (.whl/ is in .gitignore: never committed, so the device
@@ -64,7 +68,7 @@ while [ $# -gt 0 ]; do
         --device) DEVICE="$2"; shift 2 ;;
         --only) ONLY="$2"; shift 2 ;;
         --budget) BUDGET="$2"; shift 2 ;;
-        -h|--help) sed -n '2,56p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,60p' "$0"; exit 0 ;;
         *) echo "gpu_suite.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -188,7 +192,8 @@ start_mmcv_build() {  # in the background: the torch-only steps run meanwhile
         cd "$BUILD_DIR"/mmcv-* &&
         echo "building $(basename "$sdist") with MAX_JOBS=$jobs TORCH_CUDA_ARCH_LIST=9.0" &&
         MMCV_WITH_OPS=1 FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS="$jobs" \
-            "$PY" -m pip wheel -q --no-index --no-deps --no-build-isolation -w "$BUILD_DIR/wheel" . &&
+            "$PY" -m pip wheel -v --no-index --no-deps --no-build-isolation \
+            -w "$BUILD_DIR/wheel" . &&
         "$PY" -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$SITE" \
             "$BUILD_DIR"/wheel/mmcv-*.whl &&
         echo "mmcv built and installed into $SITE"
@@ -247,10 +252,11 @@ if [ "$DEVICE" = cuda ]; then
         run_step mmcv_build mmcv_build wait_mmcv_build
         ONLY="$ONLY_SAVED"
     fi
-    run_step tests_cuda tests_cuda "$PY" -m pytest -m cuda -q -rs tests/cuda
+    # The figures with targets first, should the budget cut the last steps.
     run_step refresh_speed refresh_speed "$PY" benchmarks/refresh_speed.py --device cuda
     run_step train_overhead train_overhead "$PY" benchmarks/train_overhead.py --device cuda \
         --amp --height 800 --width 1333 --batch 2
+    run_step tests_cuda tests_cuda "$PY" -m pytest -m cuda -q -rs tests/cuda
     run_step deploy_speed deploy_speed "$PY" benchmarks/deploy_speed.py --device cuda
     run_step train_overhead_graph train_overhead "$PY" benchmarks/train_overhead.py \
         --device cuda --amp --cuda-graph --height 800 --width 1333 --batch 2
@@ -265,10 +271,10 @@ else
     run_step deploy_speed_tv torch_only "$PY" benchmarks/deploy_speed.py --device cpu \
         --source torchvision
     run_step mmcv_build mmcv_build wait_mmcv_build
-    run_step tests_cuda tests_cuda "$PY" -m pytest -m cuda -q -rs -p no:cacheprovider tests/cuda
     run_step refresh_speed refresh_speed "$PY" benchmarks/refresh_speed.py --device cpu
     run_step train_overhead train_overhead "$PY" benchmarks/train_overhead.py --device cpu \
         --height 128 --width 128 --batch 1 --iters 1 --warmup 1
+    run_step tests_cuda tests_cuda "$PY" -m pytest -m cuda -q -rs -p no:cacheprovider tests/cuda
     run_step deploy_speed deploy_speed "$PY" benchmarks/deploy_speed.py --device cpu
 fi
 
