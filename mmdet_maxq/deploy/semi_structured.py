@@ -2,7 +2,7 @@
 
 A runtime form, not a checkpoint format: :func:`to_semi_structured` takes a deployed plain model
 (its N:M masks folded into the weights, e.g. by ``tools/deploy.py``), already on a CUDA device
-in float16 or bfloat16, and replaces in place every eligible ``nn.Linear`` weight by
+in float16 or bfloat16, and replaces in place every eligible ``nn.Linear`` weight by a
 ``torch.sparse`` semi-structured tensor, whose matrix products run on the GPU's sparse tensor
 cores (cuSPARSELt or CUTLASS kernels, compute capability 8.0 or later). Call it last, after
 ``.to(device, dtype)`` and after loading weights: such a weight can be neither moved nor
@@ -37,6 +37,12 @@ import torch.nn.functional as F
 
 from mmdet_maxq.sparsity import is_nm_sparse
 
+__all__ = [
+    'SHAPE_MULTIPLES', 'SemiStructuredError', 'Conv1x1AsLinear', 'is_plain_1x1',
+    'convs_as_linear', 'SemiStructuredReport', 'layer_ineligibility', 'default_backend',
+    'check_semi_structured_device', 'plan_semi_structured', 'to_semi_structured'
+]
+
 # Smallest (rows, cols) multiple of a float16 / bfloat16 weight per backend (the
 # ``sparse_min_rows`` / ``sparse_min_cols`` of torch.sparse's ``_DTYPE_SHAPE_CONSTRAINTS``).
 SHAPE_MULTIPLES = {'cusparselt': (16, 16), 'cutlass': (32, 64)}
@@ -52,7 +58,7 @@ class SemiStructuredError(RuntimeError):
 
 
 class Conv1x1AsLinear(nn.Module):
-    """A plain 1x1 conv (no padding, no groups, no dilation) as a matrix product over channels.
+    """A plain 1x1 conv (no padding, groups 1, any stride) as a matrix product over channels.
 
     ``F.linear`` over the channel axis of an ``(N, C, H, W)`` input; in ``channels_last``
     memory the input's ``(N, H, W, C)`` view is contiguous and the product reads it without a
@@ -132,7 +138,8 @@ def convs_as_linear(model: nn.Module, filter_fn: Optional[FilterFn] = None) -> L
     """Replace, in place, the plain 1x1 convs of ``model`` by :class:`Conv1x1AsLinear`.
 
     The outputs stay the same up to summation order (dense weights); the new modules' weights
-    are what :func:`to_semi_structured` converts.
+    are what :func:`to_semi_structured` converts. Their weights are ``(O, C)``, so load a
+    checkpoint before, not after.
 
     Args:
         model (nn.Module): The model (a deployed one: its weights folded).

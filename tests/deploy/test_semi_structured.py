@@ -122,3 +122,15 @@ def test_no_cuda_at_all_is_one_line_too():
     with pytest.raises(SemiStructuredError, match='none is available') as info:
         check_semi_structured_device()
     assert '\n' not in str(info.value)
+
+
+def test_mmcv_conv_wrapper_counts_as_plain_and_sparse_convs_do_not():
+    from mmcv.cnn.bricks.wrappers import Conv2d as MMCVConv2d
+
+    from mmdet_maxq.models import SparseConv2d
+
+    assert is_plain_1x1(MMCVConv2d(8, 16, 1))
+    sparse = SparseConv2d.convert_from(nn.Conv2d(8, 16, 1), 2, 4)
+    assert not is_plain_1x1(sparse)
+    with pytest.raises(ValueError, match='SparseConv2d has its own forward'):
+        Conv1x1AsLinear(sparse)
