@@ -5,7 +5,9 @@
 - :mod:`.ste`: ``SoftSTE`` / ``HardSTE`` / ``apply_mask``, SR-STE decay;
 - :mod:`.report`: ``is_nm_sparse``, ``nm_compliance``, ``layer_summary``;
 - :mod:`.validation`: ``check_nm``, ``is_nm_eligible`` and the shared argument checks;
-- :mod:`.batched`: ``PackedMasks``, the masks of many weights in one packed computation.
+- :mod:`.batched`: ``PackedMasks``, the masks of many weights in one packed computation;
+- :mod:`.semi_structured`: the 2:4 speed path of a deployed model (``to_semi_structured``),
+  imported on its own.
 """
 from .masks import axis_query, hard_nm_keep, maxq_mask, nm_mask
 from .report import is_nm_sparse, layer_summary, nm_compliance

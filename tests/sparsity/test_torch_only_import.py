@@ -127,3 +127,25 @@ def test_an_uninstalled_package_is_named_without_importing_anything(monkeypatch)
     assert missing_openmmlab() == []
     monkeypatch.setitem(sys.modules, 'mmcv', None)  # what the import system reads as absent
     assert missing_openmmlab() == ['mmcv (not found)']
+
+
+def test_the_2to4_speed_path_imports_with_pytorch_alone():
+    proc = _python(textwrap.dedent("""
+        import torch
+        from mmdet_maxq.sparsity.semi_structured import (SemiStructuredError, convs_as_linear,
+                                                         to_semi_structured)
+
+        model = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 1))
+        assert convs_as_linear(model) == ['0']
+        try:
+            to_semi_structured(model)
+        except SemiStructuredError as err:
+            assert 'CUDA' in str(err), err
+        else:
+            raise AssertionError('to_semi_structured ran on the CPU')
+        loaded = sorted(m for m in sys.modules if m.split('.')[0] in BLOCKED)
+        assert not loaded, loaded
+        print('ok')
+    """), OPENMMLAB)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == 'ok'
