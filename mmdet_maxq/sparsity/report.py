@@ -164,18 +164,9 @@ def nm_compliance(weight: torch.Tensor, n: int, m: int) -> float:
 
 
 def is_nm_sparse(weight: torch.Tensor, n: int, m: int) -> bool:
-    """Whether every block of ``weight`` has at most ``n`` non-zeros.
+    """Whether every block of ``weight`` has at most ``n`` non-zeros: exactly N:M sparse.
 
-    Args:
-        weight (Tensor): 4-D conv or 2-D linear weight whose input channels ``m`` divides.
-        n (int): Allowed non-zeros per block.
-        m (int): Block size.
-
-    Returns:
-        bool: True when the weight follows the N:M pattern everywhere.
-
-    Raises:
-        ValueError: The weight is not eligible (see :func:`check_weight`) or not finite.
+    Arguments and errors as :func:`nm_compliance`.
     """
     check_weight(weight, n, m, check_finite=False)
     return nm_figures(weight, n, m).compliant
