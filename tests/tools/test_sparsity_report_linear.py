@@ -11,7 +11,8 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 from mmdet_maxq.analysis import block_totals, layer_macs, report_layers, report_rows, stage_totals
-from mmdet_maxq.models import SparseLinear, SparsitySettings, sparsify
+from mmdet_maxq.engine.hooks.sparsity_logger_hook import sparsity_figures
+from mmdet_maxq.models import SparseLinear, SparsitySettings, refresh_masks, sparsify
 from mmdet_maxq.utils.names import block_prefix, stage_prefix
 from ..conftest import REPO
 
@@ -85,6 +86,19 @@ def test_rows_count_linear_layers_and_their_macs(swin):
                                 'backbone.stages.1.blocks.0')
     assert blocks['backbone.stages.1']['layers'] == 1  # the patch merging, in no block
     assert blocks['total'] == stages['total']
+
+
+def test_logger_figures_count_sparse_linear_layers_per_stage(swin):
+    refresh_masks(swin, 1.0)  # every block exempt: nothing N:M yet, no zeros
+    figures = sparsity_figures(swin)
+    assert figures['sparsity/nm_blocks'] == 0.0
+    refresh_masks(swin, 0.0)
+    figures = sparsity_figures(swin)
+    # The sparse layers only (the dense patch embedding is not logged), one key per stage.
+    assert figures == pytest.approx({'sparsity/nm_blocks': 1.0, 'sparsity/backbone.stages.0': 0.75,
+                                     'sparsity/backbone.stages.1': 0.75,
+                                     'sparsity/backbone.stages.2': 0.75,
+                                     'sparsity/backbone.stages.3': 0.75})
 
 
 def test_tool_reports_linear_layers_per_stage_and_block(tmp_path, capsys, one_thread):
