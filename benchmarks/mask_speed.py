@@ -20,9 +20,9 @@ Also timed: the packed computation of all 52 masks at once
 (:class:`mmdet_maxq.sparsity.batched.PackedMasks`, the path of GPU refreshes; on the CPU
 the refresh uses the per-conv ``maxq_mask``, faster there), checked identical; and, on
 ``meta`` tensors, the number of ATen ops one refresh of the 52 convs dispatches (the host
-overhead on a GPU, where every op is a launch): per conv as before
-(``maxq_mask`` and a copy into the buffer, conv after conv) and packed (one
-``PackedMasks`` computation, the layout built beforehand, plus one ``_foreach_copy_``).
+overhead on a GPU, where every op is a launch): per conv (``maxq_mask``, conv after conv)
+and packed (one ``PackedMasks`` computation, the layout built beforehand, and the view of
+each conv's mask that the refresh binds to its layer).
 On CUDA everything runs twice: in float32, and under
 ``torch.autocast('cuda', dtype=torch.float16)`` (as in ``--amp`` training).
 
@@ -168,16 +168,14 @@ def peak_extra_bytes(fn, weight, args) -> int:
 def refresh_op_counts(shapes, args):
     """ATen ops of one refresh of ``shapes`` on ``meta``: (per conv, packed)."""
     weights = [torch.empty(s, device='meta') for s in shapes]
-    buffers = [torch.empty(s, device='meta') for s in shapes]
     with OpCounter() as per_conv:
-        for w, b in zip(weights, buffers):
-            b.copy_(maxq_mask(w.detach(), args.n, args.m, preserve=args.preserve))
+        for w in weights:
+            maxq_mask(w.detach(), args.n, args.m, preserve=args.preserve)
     plan = PackedMasks(shapes, args.n, args.m, 'maxq', device='meta')
-    views = [b.view(-1) for b in buffers]  # made once, with the layout
     plan.set_preserve([args.preserve] * len(shapes))
     with OpCounter() as packed:
         flat = plan.compute_flat(plan.pack(weights))
-        torch._foreach_copy_(views, list(flat.split(plan.sizes)))
+        [piece.view(w.shape) for piece, w in zip(flat.split(plan.sizes), weights)]
     return per_conv.count, packed.count
 
 
