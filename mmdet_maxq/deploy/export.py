@@ -36,10 +36,10 @@ import torch.nn as nn
 from mmengine.config import Config
 
 from mmdet_maxq.engine.hooks import __all__ as HOOK_NAMES
-from mmdet_maxq.models.sparsify import (SETTINGS_ATTR, set_submodule, sparse_layers,
-                                        sparsity_settings)
+from mmdet_maxq.models.sparsify import SETTINGS_ATTR, sparse_layers, sparsity_settings
 from mmdet_maxq.utils.atomic import check_new_path, temp_file_beside
 from mmdet_maxq.utils.config_utils import find_test_pipeline
+from mmdet_maxq.utils.modules import set_submodule
 from mmdet_maxq.version import __version__
 from .kinds import (ModelKind, find_sparse_kind, kind_of_model, kind_of_sparse_cfg,
                     registered_type_name)

@@ -16,26 +16,12 @@ class SparseConv2d(SparseLayerMixin, nn.Conv2d):
     Build it from an existing conv with :meth:`convert_from`; fold it back into a plain conv
     with :meth:`to_dense`.
 
-    Args:
-        *args: ``nn.Conv2d`` arguments.
-        n (int): Weights kept in each block of ``m``. Defaults to 2.
-        m (int): Block size along the input channels. Defaults to 4.
-        method (str): ``'maxq'`` or ``'srste'``. Defaults to ``'maxq'``.
-        tau (float): Temperature of the MaxQ soft axis query. Defaults to 1e-2.
-        ste (str): ``'soft'`` passes the gradient of ``W * S`` to ``W`` unmasked, ``'hard'``
-            multiplies it by ``S``. Defaults to ``'soft'``.
-        layer_name (str): Name used in error messages (the module name in the model, e.g.
-            ``backbone.layer3.1.conv2``). Defaults to ``'weight'``.
-        **kwargs: More ``nn.Conv2d`` keyword arguments.
+    Args: those of :class:`SparseLayerMixin` (``nn.Conv2d``'s, then ``n``, ``m``,
+    ``method``, ``tau``, ``ste``, ``layer_name``).
     """
 
     _plain_type = nn.Conv2d
     _layer_kind = 'conv'
-
-    def __init__(self, *args, n: int = 2, m: int = 4, method: str = 'maxq',
-                 tau: float = 1e-2, ste: str = 'soft', layer_name: str = 'weight', **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_sparsity(n, m, method, tau, ste, layer_name)
 
     @classmethod
     def _constructor_args(cls, conv: nn.Conv2d) -> Tuple[tuple, dict]:

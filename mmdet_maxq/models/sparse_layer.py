@@ -78,14 +78,27 @@ class SparseLayerMixin:
     A subclass is the plain module's type with this mixin first, and defines
     :meth:`_constructor_args` (how the plain module is built), ``_plain_type`` and
     ``_layer_kind``; its forward computes with :meth:`effective_weight`.
+
+    Args:
+        *args: The plain module's arguments.
+        n (int): Weights kept in each block of ``m``. Defaults to 2.
+        m (int): Block size along the input channels (features). Defaults to 4.
+        method (str): ``'maxq'`` or ``'srste'``. Defaults to ``'maxq'``.
+        tau (float): Temperature of the MaxQ soft axis query. Defaults to 1e-2.
+        ste (str): ``'soft'`` passes the gradient of ``W * S`` to ``W`` unmasked, ``'hard'``
+            multiplies it by ``S``. Defaults to ``'soft'``.
+        layer_name (str): Name used in error messages (the module name in the model, e.g.
+            ``backbone.layer3.1.conv2``). Defaults to ``'weight'``.
+        **kwargs: More keyword arguments of the plain module.
     """
 
     _plain_type: type = nn.Module
     _layer_kind: str = 'layer'  # what the errors call it: 'conv', 'linear layer'
 
     # ------------------------------------------------------------ construction ---
-    def _init_sparsity(self, n: int, m: int, method: str, tau: float, ste: str,
-                       layer_name: str) -> None:
+    def __init__(self, *args, n: int = 2, m: int = 4, method: str = 'maxq', tau: float = 1e-2,
+                 ste: str = 'soft', layer_name: str = 'weight', **kwargs):
+        super().__init__(*args, **kwargs)
         check_nm(n, m)
         if method not in SPARSE_METHODS:
             raise ValueError(f'method must be one of {SPARSE_METHODS}, got {method!r}')

@@ -18,19 +18,12 @@ class SparseLinear(SparseLayerMixin, nn.Linear):
     Build it from an existing linear layer with :meth:`convert_from`; fold it back into a
     plain ``nn.Linear`` with :meth:`to_dense`.
 
-    Args:
-        *args: ``nn.Linear`` arguments.
-        n, m, method, tau, ste, layer_name: As :class:`~mmdet_maxq.models.SparseConv2d`.
-        **kwargs: More ``nn.Linear`` keyword arguments.
+    Args: those of :class:`SparseLayerMixin` (``nn.Linear``'s, then ``n``, ``m``,
+    ``method``, ``tau``, ``ste``, ``layer_name``).
     """
 
     _plain_type = nn.Linear
     _layer_kind = 'linear layer'
-
-    def __init__(self, *args, n: int = 2, m: int = 4, method: str = 'maxq',
-                 tau: float = 1e-2, ste: str = 'soft', layer_name: str = 'weight', **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_sparsity(n, m, method, tau, ste, layer_name)
 
     @classmethod
     def _constructor_args(cls, linear: nn.Linear) -> Tuple[tuple, dict]:

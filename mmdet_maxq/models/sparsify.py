@@ -12,6 +12,7 @@ from mmengine.logging import print_log
 
 from mmdet_maxq.sparsity import check_nm, is_nm_eligible
 from mmdet_maxq.sparsity.validation import check_tau
+from mmdet_maxq.utils.modules import set_submodule
 from .mask_refresh import refresh_layers
 from .sparse_conv import SparseConv2d
 from .sparse_layer import SPARSE_METHODS, STE_KINDS, SparseLayerMixin
@@ -253,13 +254,6 @@ def sparsify(model: nn.Module, settings: SparsitySettings,
             model.register_forward_hook(release_after_forward, always_call=True)
     setattr(model, SETTINGS_ATTR, settings)
     return SparsifyReport(sparse=chosen, dense=dense, kinds=kinds)
-
-
-def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
-    """Replace the submodule called ``name`` (dotted) of ``model`` by ``module``."""
-    parent_name, _, child = name.rpartition('.')
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, module)
 
 
 # Set on a sparsified model once its first training forward has been checked for sparse

@@ -36,6 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmdet_maxq.sparsity import is_nm_sparse
+from mmdet_maxq.utils.modules import set_submodule
 
 __all__ = [
     'SHAPE_MULTIPLES', 'SemiStructuredError', 'Conv1x1AsLinear', 'is_plain_1x1',
@@ -125,12 +126,6 @@ def is_plain_1x1(conv: nn.Module) -> bool:
     return _not_plain_1x1(conv) is None
 
 
-def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition('.')
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, module)
-
-
 FilterFn = Callable[[str, nn.Module], bool]
 
 
@@ -152,7 +147,7 @@ def convs_as_linear(model: nn.Module, filter_fn: Optional[FilterFn] = None) -> L
     names = [name for name, mod in model.named_modules()
              if is_plain_1x1(mod) and (filter_fn is None or filter_fn(name, mod))]
     for name in names:
-        _set_submodule(model, name, Conv1x1AsLinear(model.get_submodule(name)))
+        set_submodule(model, name, Conv1x1AsLinear(model.get_submodule(name)))
     return names
 
 
