@@ -21,6 +21,7 @@ Examples::
     python benchmarks/train_overhead.py --device cuda --amp                  # COCO scale
 """
 import argparse
+import copy
 import logging
 import statistics
 import time
@@ -72,7 +73,7 @@ def build(method, args):
     if args.cuda_graph and method != 'dense':
         cfg.model.sparsity['cuda_graph'] = True
     torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
+    model = MODELS.build(copy.deepcopy(cfg.model))
     model.init_weights()
     model.to(args.device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)

@@ -17,6 +17,7 @@ process where ``mmdet_maxq`` cannot be imported::
     python tools/test.py deploy/model.py deploy/model.pth
 """
 import argparse
+import copy
 import sys
 
 from mmengine.config import DictAction
@@ -150,7 +151,9 @@ def main(argv=None):
         raise CliError(f'{args.config}: {kind.sparse_type} is not registered in '
                        f'{kind.package}.registry.MODELS; this install of mmdet_maxq cannot '
                        f'build a sparse {kind.name}')
-    model = registry.build(cfg.model)
+    # From a copy: DETR-family constructors write share_pred_layer, num_pred_layer and
+    # as_two_stage into the bbox_head dict they get, and the config is written out below.
+    model = registry.build(copy.deepcopy(cfg.model))
     if sparsity_settings(model) is None:
         raise CliError(f'{args.config} builds a plain {type(model).__name__}, not a sparse '
                        f'{kind.name}')

@@ -5,6 +5,7 @@ Example::
     python tools/sparsity_report.py CONFIG CHECKPOINT [--plot sparsity.png] [--layers]
 """
 import argparse
+import copy
 
 import torch
 from mmdet.registry import MODELS
@@ -69,7 +70,7 @@ def main(argv=None):
             raise CliError(f'--plot: {err}') from err
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
-    model = MODELS.build(cfg.model)
+    model = MODELS.build(copy.deepcopy(cfg.model))
     load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True, logger='current')
     settings = sparsity_settings(model)
     if settings is None:

@@ -93,7 +93,7 @@ def _plain_run(config_path: str, checkpoint_path: str, batches_path: str, packag
         stage = 'build'
         init_default_scope(cfg.get('default_scope', package))
         registry = importlib.import_module(f'{package}.registry')
-        model = registry.MODELS.build(cfg.model)
+        model = registry.MODELS.build(copy.deepcopy(cfg.model))
         stage = 'checkpoint'
         checkpoint = torch.load(checkpoint_path, map_location='cpu', weights_only=True)
         state = checkpoint['state_dict']
