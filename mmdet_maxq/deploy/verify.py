@@ -143,13 +143,13 @@ def check_nm_layers(state_dict: Dict[str, torch.Tensor], names: Sequence[str], n
         m (int): M of N:M.
 
     Returns:
-        list[LayerCheck]: One entry per name. A name without a 4-D weight, or one that still
-        has a ``mask``, counts as not compliant.
+        list[LayerCheck]: One entry per name. A name without a 4-D (conv) or 2-D (linear)
+        weight, or one that still has a ``mask``, counts as not compliant.
     """
     rows = []
     for name in names:
         weight = state_dict.get(name + '.weight')
-        if not isinstance(weight, torch.Tensor) or weight.dim() != 4 \
+        if not isinstance(weight, torch.Tensor) or weight.dim() not in (2, 4) \
                 or name + '.mask' in state_dict:
             rows.append(LayerCheck(name, (), 0.0, False))
             continue

@@ -19,8 +19,9 @@ class DenseStartCheckHook(Hook):
     the schedule makes every block N:M from the first iteration (``start == end == 0``).
 
     A checkpoint written by a sparse model (``SparseClassifier`` pretraining,
-    ``SparseDetector``) carries a ``mask`` beside each sparse conv weight; a dense
-    checkpoint (``torchvision://resnet50``, a plain mmpretrain model) does not. Pruning a dense
+    ``SparseDetector``) names its sparse layers in ``meta['sparsity']`` (older ones carry a
+    ``mask`` beside each sparse weight); a dense checkpoint (``torchvision://resnet50``, a
+    plain mmpretrain model) has neither. Pruning a dense
     model to full N:M at once discards most of its weights, and its frozen BN statistics no
     longer match. The check sees both what was loaded (a state-dict pre-hook on every sparse
     conv, registered in ``before_run``, before the weights are loaded) and the schedule (in
@@ -83,8 +84,10 @@ class DenseStartCheckHook(Hook):
 
 
 def _sparse_conversions(model_cfg) -> Tuple[str, ...]:
-    """Module-name prefixes (``'backbone.'``) that a ``Pretrained`` init loads from a
-    ``tools/convert_checkpoint.py`` output of a sparse source (masked or N:M)."""
+    """Module-name prefixes (``'backbone.'``) that a ``Pretrained`` init loads from a sparse
+    source: a checkpoint a sparse model wrote (its masks are not saved; ``meta['sparsity']``
+    names its sparse layers) or a ``tools/convert_checkpoint.py`` output of a sparse source
+    (masked or N:M)."""
     prefixes = []
     for key, path in pretrained_inits(model_cfg, 'model'):
         path = osp.expanduser(path)
@@ -94,8 +97,11 @@ def _sparse_conversions(model_cfg) -> Tuple[str, ...]:
             meta = checkpoint_meta(path)
         except (RuntimeError, EOFError, OSError, pickle.UnpicklingError):
             continue  # unreadable: MMEngine's Pretrained init reports it
-        if meta.get('converter') == 'mmdet_maxq.checkpoint.convert' and (
-                meta.get('masked_layers', 0) > 0 or meta.get('nm_sparse')):
+        written_sparse = isinstance(meta.get('sparsity'), dict) and \
+            bool(meta['sparsity'].get('layers'))
+        converted_sparse = meta.get('converter') == 'mmdet_maxq.checkpoint.convert' and (
+            meta.get('masked_layers', 0) > 0 or meta.get('nm_sparse'))
+        if written_sparse or converted_sparse:
             module = key[len('model.'):-len('init_cfg.checkpoint')]
             prefixes.append(module)
     return tuple(prefixes)
