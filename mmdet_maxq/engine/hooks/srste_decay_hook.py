@@ -4,6 +4,7 @@ from typing import List, Optional
 import torch
 from mmdet.registry import HOOKS
 from mmengine.hooks import Hook
+from mmengine.logging import print_log
 from mmengine.optim import OptimWrapperDict
 
 from mmdet_maxq.models.sparsify import sparse_layers
@@ -101,6 +102,8 @@ class SRSTEDecayHook(Hook):
                 continue
             mode = self.resolve_mode(optimizer)
             self.modes.append(mode)
+            print_log(f'SRSTEDecayHook: pruned-weight decay {self.decay:g} on {len(mine)} '
+                      f'sparse layers, {mode} ({type(optimizer).__name__})', logger='current')
             make = self._make_hook if mode == 'grad' else self._make_decoupled_hook
             self._handles.append(optimizer.register_step_pre_hook(make(mine)))
 
