@@ -3,7 +3,6 @@
 Each check raises :class:`CliError`, a ``SystemExit`` whose message names the path and the fix,
 so a tool stops before it writes anything.
 """
-import copy
 import fnmatch
 import os.path as osp
 import pickle
@@ -13,7 +12,7 @@ from typing import Iterator, List, Optional
 from mmengine.config import Config
 
 from mmdet_maxq.checkpoint.file_check import checkpoint_file_problem, checkpoint_meta
-from mmdet_maxq.utils.config_utils import pretrained_inits
+from mmdet_maxq.utils.config_utils import model_config, pretrained_inits
 from mmdet_maxq.utils.warnings_filter import silence_known_warnings
 
 # ``scheme://``: URLs and remote storage that MMEngine reads itself (http, https, s3, petrel,
@@ -142,7 +141,7 @@ def _check_pretrained_shapes(cfg: Config, inits) -> None:
     from mmengine.registry import MODELS, init_default_scope
 
     init_default_scope(cfg.get('default_scope', 'mmdet'))
-    model = MODELS.build(copy.deepcopy(cfg.model))  # constructors may write into it (DETR)
+    model = MODELS.build(model_config(cfg))
     for key, path in inits:
         module_path = key[len('model.'):-len('.init_cfg.checkpoint')]
         init = cfg.model

@@ -17,7 +17,6 @@ process where ``mmdet_maxq`` cannot be imported::
     python tools/test.py deploy/model.py deploy/model.pth
 """
 import argparse
-import copy
 import sys
 
 from mmengine.config import DictAction
@@ -33,6 +32,7 @@ from mmdet_maxq.deploy import (CLASSIFIER, DEFAULT_TOLERANCE, DeployError, Verif
                                VerificationReport, check_sparse_config, deploy_paths,
                                export_verified)
 from mmdet_maxq.models import sparsity_settings
+from mmdet_maxq.utils.config_utils import model_config
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -151,9 +151,9 @@ def main(argv=None):
         raise CliError(f'{args.config}: {kind.sparse_type} is not registered in '
                        f'{kind.package}.registry.MODELS; this install of mmdet_maxq cannot '
                        f'build a sparse {kind.name}')
-    # From a copy: DETR-family constructors write share_pred_layer, num_pred_layer and
-    # as_two_stage into the bbox_head dict they get, and the config is written out below.
-    model = registry.build(copy.deepcopy(cfg.model))
+    # A copy (DETR-family constructors write into their bbox_head dict, and the config is
+    # written out below), with the top-level data_preprocessor as the Runner merges it.
+    model = registry.build(model_config(cfg))
     if sparsity_settings(model) is None:
         raise CliError(f'{args.config} builds a plain {type(model).__name__}, not a sparse '
                        f'{kind.name}')

@@ -5,7 +5,6 @@ Example::
     python tools/sparsity_report.py CONFIG CHECKPOINT [--plot sparsity.png] [--layers]
 """
 import argparse
-import copy
 
 import torch
 from mmdet.registry import MODELS
@@ -20,7 +19,7 @@ from mmdet_maxq.analysis import conv_macs, report_rows, stage_totals
 from mmdet_maxq.cli import CliError, check_checkpoint_file, load_config
 from mmdet_maxq.models import refresh_masks, sparse_layers, sparsity_settings
 from mmdet_maxq.utils.atomic import check_new_path, write_new_file
-from mmdet_maxq.utils.config_utils import pipeline_test_scale
+from mmdet_maxq.utils.config_utils import model_config, pipeline_test_scale
 
 
 def parse_args(argv=None):
@@ -70,7 +69,7 @@ def main(argv=None):
             raise CliError(f'--plot: {err}') from err
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
-    model = MODELS.build(copy.deepcopy(cfg.model))
+    model = MODELS.build(model_config(cfg))
     load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True, logger='current')
     settings = sparsity_settings(model)
     if settings is None:

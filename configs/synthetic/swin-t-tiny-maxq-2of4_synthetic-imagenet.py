@@ -4,12 +4,14 @@
 # synthetic ImageNet-format set (../_base_/synthetic_imagenet_data.py, 64 px), two epochs:
 # preserve rate 1 (epoch 0), then 0, so the last checkpoint is exactly 2:4. Its backbone.* keys
 # initialise ./mask-rcnn_swin-t-tiny-maxq-2of4-from-classifier_fpn_synthetic.py.
-_base_ = [
-    '../imagenet/swin-tiny-maxq-2of4_16xb64_in1k.py', '../_base_/synthetic_imagenet_data.py']
+_base_ = ['../imagenet/swin-tiny-maxq-2of4_16xb64_in1k.py',
+          '../_base_/synthetic_imagenet_data.py']
 
 model = dict(
-    backbone=dict(arch=dict(_delete_=True, embed_dims=32, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8]),
-                  img_size=64, window_size=2),
+    backbone=dict(
+        arch=dict(_delete_=True, embed_dims=32, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8]),
+        img_size=64,
+        window_size=2),
     head=dict(num_classes=4, in_channels=256))
 custom_hooks = [  # the real config's, the schedule over epoch 0
     dict(type='SparsityScheduleHook', kind='linear', start=0, end=1, by_epoch=True),
