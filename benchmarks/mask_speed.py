@@ -45,8 +45,7 @@ import torch
 # The sort-based reference lives with the tests (it is not part of the package).
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
-
+from benchmarks.timing import OpCounter  # noqa: E402
 from mmdet_maxq.sparsity import maxq_mask  # noqa: E402
 from mmdet_maxq.sparsity.batched import PackedMasks  # noqa: E402
 from tests.sparsity.reference import reference_maxq_mask  # noqa: E402
@@ -165,30 +164,18 @@ def peak_extra_bytes(fn, weight, args) -> int:
     return peak
 
 
-class _OpCounter(TorchDispatchMode):
-    """Counts the ATen ops dispatched while active."""
-
-    def __init__(self):
-        super().__init__()
-        self.count = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.count += 1
-        return func(*args, **(kwargs or {}))
-
-
 @torch.no_grad()
 def refresh_op_counts(shapes, args):
     """ATen ops of one refresh of ``shapes`` on ``meta``: (per conv, packed)."""
     weights = [torch.empty(s, device='meta') for s in shapes]
     buffers = [torch.empty(s, device='meta') for s in shapes]
-    with _OpCounter() as per_conv:
+    with OpCounter() as per_conv:
         for w, b in zip(weights, buffers):
             b.copy_(maxq_mask(w.detach(), args.n, args.m, preserve=args.preserve))
     plan = PackedMasks(shapes, args.n, args.m, 'maxq', device='meta')
     views = [b.view(-1) for b in buffers]  # made once, with the layout
     plan.set_preserve([args.preserve] * len(shapes))
-    with _OpCounter() as packed:
+    with OpCounter() as packed:
         flat = plan.compute_flat(plan.pack(weights))
         torch._foreach_copy_(views, list(flat.split(plan.sizes)))
     return per_conv.count, packed.count

@@ -117,8 +117,9 @@ def check_pretrained_checkpoints(cfg: Config) -> None:
     Remote checkpoints (``torchvision://``, URLs) are MMEngine's to fetch and are not checked.
     A local one is compared key by key and shape by shape (after its ``prefix``) with the state
     of the module that carries the ``init_cfg``, built from ``cfg.model``: MMEngine's
-    ``Pretrained`` init loads non-strictly and would only log such a mismatch. ``mask`` buffers
-    of sparse convs may be absent (they follow from the weights).
+    ``Pretrained`` init loads non-strictly and would only log such a mismatch. The ``mask``
+    entries that checkpoints of earlier versions hold beside sparse weights are ignored, as
+    loading ignores them.
 
     Args:
         cfg (Config): The full config (its ``model`` is searched).
@@ -165,14 +166,15 @@ def _check_pretrained_shapes(cfg: Config, inits) -> None:
                  for k, v in state.items() if k in expected and
                  isinstance(v, torch.Tensor) and v.shape != expected[k].shape]
         new_keys = _declared_new_keys(cfg, module_path)
-        missing = [k for k in expected if k not in state and not k.endswith('.mask')
+        missing = [k for k in expected if k not in state
                    and not any(fnmatch.fnmatchcase(k, p) for p in new_keys)]
         idle = [p for p in new_keys if not any(
             fnmatch.fnmatchcase(k, p) for k in expected if k not in state)]
         if idle:
             raise CliError(f'pretrained_new_keys[{module_path!r}]: {idle} match no key of '
                            f'{module_path} that {path!r} lacks; remove them')
-        unexpected = [k for k in state if k not in expected]
+        unexpected = [k for k in state if k not in expected and not (
+            k.endswith('.mask') and k[:-len('mask')] + 'weight' in expected)]
         if wrong or missing or unexpected:
             parts = [f'{len(items)} {what} (e.g. {items[0]})' for what, items in
                      (('keys of other shapes', wrong), ('missing keys', missing),

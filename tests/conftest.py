@@ -45,8 +45,14 @@ def pytest_collection_modifyitems(config, items):
 
 
 def run_tool(args, cwd=REPO, check=True, env=None, timeout=900):
-    """Run ``python <args>`` from the repository root; return the CompletedProcess."""
-    full_env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS='2')
+    """Run ``python <args>`` from the repository root; return the CompletedProcess.
+
+    The repository comes first on ``PYTHONPATH``; folders already there are kept after it
+    (packages installed with ``pip install --target``, as on the GPU machine of
+    ``benchmarks/gpu_suite.sh``). ``env`` overrides both.
+    """
+    path = os.pathsep.join(p for p in (REPO, os.environ.get('PYTHONPATH', '')) if p)
+    full_env = dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS='2')
     full_env.update(env or {})
     proc = subprocess.run([sys.executable] + list(args), cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)

@@ -7,8 +7,10 @@ import pathlib
 from importlib import metadata
 
 import pytest
+from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
+from mmdet_maxq.stack import OPENMMLAB
 from mmdet_maxq.version_check import (SOURCE_SETUP_CFG, check_versions, declared_requirements,
                                       requirements_from_setup_cfg)
 
@@ -17,7 +19,12 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 def test_installed_stack_is_supported():
     found = check_versions()
-    assert {'torch', 'mmcv', 'mmengine', 'mmdet'} <= set(found)
+    assert {'torch', *OPENMMLAB} <= set(found)
+
+
+def test_the_stack_the_package_needs_is_declared():
+    declared = {Requirement(line).name for line in declared_requirements()}
+    assert set(OPENMMLAB) <= declared  # so the version check covers all of it
 
 
 def test_the_check_reads_this_checkout_setup_cfg():

@@ -3,15 +3,15 @@
 CONFIG is a sparse detector (``type='SparseDetector'``) or classifier
 (``type='SparseClassifier'``) config; the kind follows from its model type. Writes OUT (the
 plain model's checkpoint) and, beside it, OUT with ``.py`` (its config), after verifying from
-temporary files that (a) every folded conv is exactly N:M, (b) plain MMDetection (mmpretrain
-for a classifier) builds the config and loads the checkpoint strictly and (c) the plain
-model's predictions on sample images equal the sparse model's, both on ``--device`` with TF32
-off, within a relative tolerance (``--tol``). On failure nothing is written. Masks are
-recomputed at preserve rate 0 before folding, so any checkpoint of the schedule exports an
-exact N:M model. The config is CONFIG (after ``--cfg-options``) with the plain model's own
-type (``MaskRCNN``, ``ImageClassifier``), without this package's ``custom_imports``, hooks and
-DDP wrapper, with a top-level ``test_pipeline``: the verification loads both files in a
-process where ``mmdet_maxq`` cannot be imported::
+temporary files that (a) every folded conv and linear layer is exactly N:M, (b) plain
+MMDetection (mmpretrain for a classifier) builds the config and loads the checkpoint strictly
+and (c) the plain model's predictions on sample images equal the sparse model's, both on
+``--device`` with TF32 off, within a relative tolerance (``--tol``). On failure nothing is
+written. Masks are recomputed at preserve rate 0 before folding, so any checkpoint of the
+schedule exports an exact N:M model. The config is CONFIG (after ``--cfg-options``) with the
+plain model's own type (``MaskRCNN``, ``ImageClassifier``), without this package's
+``custom_imports``, hooks and DDP wrapper, with a top-level ``test_pipeline``: the
+verification loads both files in a process where ``mmdet_maxq`` cannot be imported::
 
     python tools/deploy.py CONFIG CHECKPOINT deploy/model.pth
     python tools/test.py deploy/model.py deploy/model.pth
@@ -31,7 +31,7 @@ from mmdet_maxq.cli import CliError, check_checkpoint_file, load_config
 from mmdet_maxq.deploy import (CLASSIFIER, DEFAULT_TOLERANCE, DeployError, VerificationError,
                                VerificationReport, check_sparse_config, deploy_paths,
                                export_verified)
-from mmdet_maxq.models import sparsity_settings
+from mmdet_maxq.models import SparseConv2d, sparse_layers, sparsity_settings
 from mmdet_maxq.utils.config_utils import model_config
 
 
@@ -183,7 +183,9 @@ def main(argv=None):
         console.print(f'note: {len(result.remasked)} of {len(result.folded)} masks recomputed at '
                       'preserve rate 0 differ from the checkpoint\'s (saved mid-schedule or '
                       'before the last optimizer step); the export follows the recomputed ones')
-    console.print(f'folded {len(result.folded)} {s.method} {s.n}:{s.m} convs; wrote '
+    what = 'convs' if all(isinstance(layer, SparseConv2d)
+                          for _, layer in sparse_layers(model)) else 'layers'
+    console.print(f'folded {len(result.folded)} {s.method} {s.n}:{s.m} {what}; wrote '
                   f'{result.checkpoint} and {result.config}\nrun it with plain '
                   f'{"mmpretrain" if kind is CLASSIFIER else "MMDetection"}\'s tools/test.py: '
                   f'python tools/test.py {result.config} {result.checkpoint}')

@@ -1,20 +1,25 @@
-"""Per-layer and per-stage N:M figures of a sparse detector (behind tools/sparsity_report.py)."""
+"""Per-layer, per-stage and per-block N:M figures of a sparse model (behind
+tools/sparsity_report.py). Convs and linear layers alike; every figure comes from
+:func:`~mmdet_maxq.sparsity.nm_figures`."""
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 
-from mmdet_maxq.models.sparse_conv import SparseConv2d
-from mmdet_maxq.sparsity import layer_summary
-from mmdet_maxq.utils.names import stage_prefix
+from mmdet_maxq.models.sparse_layer import SparseLayerMixin
+from mmdet_maxq.models.sparsify import layer_kind
+from mmdet_maxq.sparsity import nm_figures
+from mmdet_maxq.utils.names import block_prefix, stage_prefix
 
 
 @dataclass
 class LayerRow:
-    """One conv of the report. ``macs`` is per image at the probed input size."""
+    """One conv or linear layer of the report. ``macs`` is per image at the probed input
+    size."""
     name: str
+    kind: str  # 'conv' or 'linear' (the keys of sparsify.LAYER_TYPES)
     shape: Tuple[int, ...]
     nm: str
     eligible: bool
@@ -31,6 +36,10 @@ class LayerRow:
         return stage_prefix(self.name)
 
     @property
+    def block(self) -> str:
+        return block_prefix(self.name)
+
+    @property
     def sparse_macs(self) -> float:
         """MACs on N:M hardware: N/M of the dense count for a compliant layer."""
         if not self.compliant:
@@ -39,23 +48,34 @@ class LayerRow:
         return self.macs * n / m
 
 
+def report_layers(model: nn.Module, prefix: str = '') -> Dict[str, nn.Module]:
+    """Every conv and linear layer (sparse or not) of ``model`` whose name starts with
+    ``prefix``, in module order."""
+    return {name: mod for name, mod in model.named_modules()
+            if name.startswith(prefix) and layer_kind(mod) is not None}
+
+
 @torch.no_grad()
-def conv_macs(model: nn.Module, convs: Dict[str, nn.Conv2d], image_size: Tuple[int, int]
-              ) -> Dict[str, int]:
-    """Multiply-accumulates of each conv for one image of ``image_size`` through ``model``.
+def layer_macs(model: nn.Module, layers: Dict[str, nn.Module], image_size: Tuple[int, int]
+               ) -> Dict[str, int]:
+    """Multiply-accumulates of each layer for one image of ``image_size`` through ``model``.
 
     ``model`` is called with a ``(1, 3, H, W)`` tensor (a backbone, or a module whose forward
-    takes images); each conv's output size is recorded by a forward hook.
+    takes images); a forward hook on each layer counts, at every call, ``output.numel()``
+    times the weights one output sums over (``weight[0].numel()``): ``C / groups * kh * kw``
+    for a conv, ``in_features`` for a linear layer, so a linear layer on ``L`` tokens counts
+    ``L * in_features * out_features``. A layer called several times (a head shared over
+    levels) sums its calls; a layer never called (``nn.MultiheadAttention.out_proj``, whose
+    weight is read without calling it) counts 0.
     """
     macs: Dict[str, int] = {}
     handles = []
-    for name, conv in convs.items():
+    for name, layer in layers.items():
 
         def record(mod, inputs, output, name=name):
-            k = mod.weight.shape[1] * mod.weight.shape[2] * mod.weight.shape[3]
-            macs[name] = int(output.shape[1] * output.shape[2] * output.shape[3] * k)
+            macs[name] = macs.get(name, 0) + int(output.numel() * mod.weight[0].numel())
 
-        handles.append(conv.register_forward_hook(record))
+        handles.append(layer.register_forward_hook(record))
     try:
         param = next(model.parameters())
         model(torch.zeros(1, 3, *image_size, device=param.device, dtype=param.dtype))
@@ -65,38 +85,47 @@ def conv_macs(model: nn.Module, convs: Dict[str, nn.Conv2d], image_size: Tuple[i
     return macs
 
 
-def report_rows(convs: Dict[str, nn.Conv2d], n: int, m: int,
-                macs: Optional[Dict[str, int]] = None, progress: Iterable = None
+def report_rows(layers: Dict[str, nn.Module], n: int, m: int,
+                macs: Optional[Dict[str, int]] = None, progress: Callable = None
                 ) -> List[LayerRow]:
-    """A :class:`LayerRow` for each conv; sparse convs are measured on ``W * S``."""
+    """A :class:`LayerRow` for each layer; sparse layers are measured on ``W * S`` with their
+    own N:M, the others at ``n:m``."""
     rows = []
-    names = list(convs)
+    names = list(layers)
     for name in (progress(names) if progress else names):
-        conv = convs[name]
-        sparse = isinstance(conv, SparseConv2d)
+        layer = layers[name]
+        sparse = isinstance(layer, SparseLayerMixin)
         with torch.no_grad():
-            weight = conv.effective_weight() if sparse else conv.weight
-            mask = conv.mask if sparse else None
-            lm, ln = (conv.m, conv.n) if sparse else (m, n)
-            summary = layer_summary(weight, ln, lm, mask=mask)
+            if sparse and not layer.mask_is_current():
+                layer.update_mask()
+            figures = nm_figures(layer.weight, layer.n if sparse else n,
+                                 layer.m if sparse else m, layer.mask if sparse else None)
         rows.append(LayerRow(
-            name=name, shape=tuple(conv.weight.shape), nm=f'{ln}:{lm}',
-            eligible=bool(summary['eligible']), sparse=sparse,
-            compliant=bool(summary['eligible'] and summary['compliant']),
-            sparsity=float(summary['sparsity']), mean_multiplier=summary['mean_multiplier'],
-            params=weight.numel(), nonzero=int((weight != 0).sum()),
-            macs=(macs or {}).get(name, 0)))
+            name=name, kind=layer_kind(layer), shape=figures.shape,
+            nm=f'{figures.n}:{figures.m}', eligible=figures.eligible, sparse=sparse,
+            compliant=figures.compliant, sparsity=figures.sparsity,
+            mean_multiplier=figures.mean_multiplier, params=figures.numel,
+            nonzero=figures.nonzero, macs=(macs or {}).get(name, 0)))
     return rows
 
 
-def stage_totals(rows: List[LayerRow]) -> 'OrderedDict[str, Dict[str, float]]':
-    """Per-stage sums: layers, sparse, compliant, params, non-zeros, MACs dense and N:M."""
+def group_totals(rows: Iterable[LayerRow], key: Callable[[LayerRow], str]
+                 ) -> 'OrderedDict[str, Dict[str, float]]':
+    """Sums per group (first-seen order) and ``total``: layers, convs, linear layers, sparse,
+    compliant, params, non-zeros, MACs dense and N:M.
+
+    Args:
+        rows (Iterable[LayerRow]): The report rows.
+        key (callable): The group of a row, e.g. ``lambda row: row.block``.
+    """
     totals: 'OrderedDict[str, Dict[str, float]]' = OrderedDict()
     for row in rows:
-        for key in (row.stage, 'total'):
-            t = totals.setdefault(key, dict(layers=0, sparse=0, compliant=0, params=0,
-                                            nonzero=0, macs=0, sparse_macs=0.0))
+        for group in (key(row), 'total'):
+            t = totals.setdefault(group, dict(layers=0, conv=0, linear=0, sparse=0,
+                                              compliant=0, params=0, nonzero=0, macs=0,
+                                              sparse_macs=0.0))
             t['layers'] += 1
+            t[row.kind] += 1
             t['sparse'] += int(row.sparse)
             t['compliant'] += int(row.compliant)
             t['params'] += row.params
@@ -106,3 +135,14 @@ def stage_totals(rows: List[LayerRow]) -> 'OrderedDict[str, Dict[str, float]]':
     if 'total' in totals:
         totals.move_to_end('total')
     return totals
+
+
+def stage_totals(rows: Iterable[LayerRow]) -> 'OrderedDict[str, Dict[str, float]]':
+    """:func:`group_totals` per stage (``backbone.layer1``, ``backbone.stages.0``)."""
+    return group_totals(rows, lambda row: row.stage)
+
+
+def block_totals(rows: Iterable[LayerRow]) -> 'OrderedDict[str, Dict[str, float]]':
+    """:func:`group_totals` per block (``backbone.layer1.0``, ``backbone.stages.0.blocks.1``,
+    ``backbone.layers.3``)."""
+    return group_totals(rows, lambda row: row.block)

@@ -1,5 +1,6 @@
 """Checkpoints: import of sparse ImageNet ResNets (format detection, key mapping, conversion)
 and the masks of a sparse training checkpoint."""
+from mmdet_maxq import requires_openmmlab  # noqa: F401  (first: a clear error without the stack)
 from .convert import (FOLD_BY_METHOD, METHODS, ConversionResult, LayerReport, StageReport,
                       convert_checkpoint, convert_state_dict, load_checkpoint_file, resolve_fold,
                       save_checkpoint_atomic)

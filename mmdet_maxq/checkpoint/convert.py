@@ -32,8 +32,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 import torch
 
 from mmdet_maxq.models.sparsify import METHODS
-from mmdet_maxq.sparsity import check_nm, is_nm_eligible, is_nm_sparse, nm_compliance
-from mmdet_maxq.sparsity.report import block_nonzeros
+from mmdet_maxq.sparsity import check_nm, is_nm_eligible, nm_figures
 from mmdet_maxq.utils.atomic import check_new_path, write_new_file
 from .file_check import checkpoint_file_problem
 from .formats import (FORMATS, CheckpointError, backbone_stage, detect_format, extract_state_dict,
@@ -125,20 +124,6 @@ class ConversionResult:
         return list(rows.values())
 
 
-def max_nonzeros_per_block(weight: torch.Tensor, m: int) -> int:
-    """Largest number of non-zeros in any block of ``m`` consecutive input channels.
-
-    Args:
-        weight (Tensor): Conv weight ``(O, C, kh, kw)`` with ``C % m == 0``.
-        m (int): Block size.
-
-    Returns:
-        int: Between 0 and ``m``.
-    """
-    counts = block_nonzeros(weight, m)
-    return int(counts.max()) if counts.numel() else 0
-
-
 def suggest_nm(weights: Sequence[torch.Tensor]) -> Optional[Tuple[int, int]]:
     """The sparsest N:M pattern (M in :data:`CANDIDATE_MS`) that all ``weights`` follow.
 
@@ -157,7 +142,7 @@ def suggest_nm(weights: Sequence[torch.Tensor]) -> Optional[Tuple[int, int]]:
             continue
         n = 0
         for weight in eligible:
-            n = max(n, max_nonzeros_per_block(weight, m))
+            n = max(n, nm_figures(weight, m, m).max_block_nonzeros)
             if n == m:
                 break
         if 0 < n < m and (best is None or n / m < best[0] / best[1]):
@@ -342,15 +327,15 @@ def convert_state_dict(checkpoint: object,
         if fold and mask is not None:
             weight = (weight * mask).to(weight.dtype)
             weights[key] = weight
-        eligible = is_nm_eligible(weight, m)
+        figures = nm_figures(weight, n, m)
+        mask_figures = None if mask is None else nm_figures(mask, n, m)
         if mask is not None:
             claimed.append(weight if fold else mask)
         layers.append(LayerReport(
-            name=name, stage=backbone_stage(name), shape=tuple(weight.shape), eligible=eligible,
-            nm=eligible and is_nm_sparse(weight, n, m), masked=mask is not None,
-            compliance=float(nm_compliance(weight if fold or mask is None else mask, n, m))
-            if eligible else None,
-            mask_nm=mask is not None and eligible and is_nm_sparse(mask, n, m)))
+            name=name, stage=backbone_stage(name), shape=figures.shape,
+            eligible=figures.eligible, nm=figures.compliant, masked=mask is not None,
+            compliance=(figures if fold or mask is None else mask_figures).compliance,
+            mask_nm=mask_figures is not None and mask_figures.compliant))
 
     warnings = []
     bad = [r for r in layers if r.masked and r.eligible and not (r.nm if fold else r.mask_nm)]

@@ -1,5 +1,6 @@
 """Export of a folded, verified N:M checkpoint that plain MMDetection or mmpretrain loads
 (tools/deploy.py)."""
+from mmdet_maxq import requires_openmmlab  # noqa: F401  (first: a clear error without the stack)
 from .export import (PACKAGE_HOOKS, DeployError, ExportResult, VerificationError,
                      check_sparse_config, deploy_paths, export_verified, fold_sparse_model,
                      plain_config, verify_export)

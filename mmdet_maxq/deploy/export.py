@@ -75,7 +75,7 @@ class ExportResult:
     Attributes:
         checkpoint (str): The written checkpoint.
         config (str): The written plain config.
-        folded (list[str]): Names of the folded convs.
+        folded (list[str]): Names of the folded layers.
         remasked (list[str]): Folded convs whose mask at preserve 0 differs from the mask the
             loaded model carried (a checkpoint saved mid-schedule, or masks computed before the
             last optimizer step).
@@ -209,7 +209,7 @@ def fold_sparse_model(model: nn.Module, progress: Progress = no_progress
         progress (callable): ``progress(items, description)``.
 
     Returns:
-        tuple: ``(plain model, names of the folded convs, names of those whose mask
+        tuple: ``(plain model, names of the folded layers, names of those whose mask
         differs from the one the model carried)``; the plain model is a deep copy of ``model``
         with every :class:`SparseConv2d` replaced by ``to_dense()``.
     """
@@ -275,7 +275,7 @@ def verify_export(model: nn.Module, config_path: str, checkpoint_path: str,
         model (nn.Module): The sparse model, masks at preserve 0.
         config_path (str): The plain config file.
         checkpoint_path (str): The plain checkpoint file.
-        folded (list[str]): Names of the folded convs.
+        folded (list[str]): Names of the folded layers.
         sample_cfg (Config): Config whose test dataloader gives the sample images.
         num_images (int): Sample images. Defaults to 4.
         tol (float): Relative tolerance of (c). Defaults to ``DEFAULT_TOLERANCE`` (1e-4).
@@ -291,15 +291,18 @@ def verify_export(model: nn.Module, config_path: str, checkpoint_path: str,
     state = torch.load(checkpoint_path, map_location='cpu', weights_only=True)['state_dict']
     report.layers = check_nm_layers(state, folded, settings.n, settings.m)
     bad = [row.name for row in report.layers if not row.compliant]
+    # 'convs' for a conv-only model, 'layers' once linear layers are folded too.
+    what = 'convs' if all(isinstance(model.get_submodule(name), nn.Conv2d)
+                          for name in folded) else 'layers'
     if not folded:
-        detail = f'no sparse conv to fold (method={settings.method})'
+        detail = f'no sparse layer to fold (method={settings.method})'
     else:
-        detail = f'{len(folded) - len(bad)} of {len(folded)} folded convs exactly ' \
+        detail = f'{len(folded) - len(bad)} of {len(folded)} folded {what} exactly ' \
                  f'{settings.n}:{settings.m}'
         if bad:
             detail += f'; not: {", ".join(bad[:5])}' + (' ...' if len(bad) > 5 else '')
-    report.checks.append(Check('nm', f'every folded conv is exactly {settings.n}:{settings.m}',
-                               not bad, detail))
+    report.checks.append(Check('nm', f'every folded {what[:-1]} is exactly '
+                                     f'{settings.n}:{settings.m}', not bad, detail))
     report.image_source, batches = sample_batches(sample_cfg, num_images, kind)
     plain_outputs, load_check = run_plain_process(config_path, checkpoint_path, batches,
                                                   kind.package, str(_device_of(model)))

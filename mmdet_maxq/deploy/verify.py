@@ -2,7 +2,7 @@
 
 Three checks, each a :class:`Check` in a :class:`VerificationReport`:
 
-(a) ``nm``: every conv that was sparse is exactly N:M in the exported model
+(a) ``nm``: every conv and linear layer that was sparse is exactly N:M in the exported model
     (:func:`check_nm_layers`);
 (b) ``load``: in a fresh interpreter where ``import mmdet_maxq`` fails, MMDetection (a
     detector) or mmpretrain (a classifier) alone reads the plain config (its ``custom_imports``
@@ -38,7 +38,7 @@ from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
 
-from mmdet_maxq.sparsity import is_nm_sparse
+from mmdet_maxq.sparsity import nm_figures
 from mmdet_maxq.utils.config_utils import pipeline_test_scale
 from . import plain_process
 from .kinds import DETECTOR, ModelKind
@@ -77,7 +77,7 @@ class Check:
 
 @dataclass
 class LayerCheck:
-    """N:M compliance of one folded conv of the exported model."""
+    """N:M compliance of one folded conv or linear layer of the exported model."""
     name: str
     shape: Tuple[int, ...]
     sparsity: float
@@ -134,17 +134,19 @@ class VerificationReport:
 
 def check_nm_layers(state_dict: Dict[str, torch.Tensor], names: Sequence[str], n: int,
                     m: int) -> List[LayerCheck]:
-    """N:M compliance of the named convs in an exported state dict (their ``weight``).
+    """N:M compliance of the named layers in an exported state dict (their ``weight``).
 
     Args:
         state_dict (dict): The exported checkpoint's state dict.
-        names (Sequence[str]): Module names of the convs that were sparse.
+        names (Sequence[str]): Module names of the convs and linear layers that were sparse.
         n (int): N of N:M.
         m (int): M of N:M.
 
     Returns:
-        list[LayerCheck]: One entry per name. A name without a 4-D (conv) or 2-D (linear)
-        weight, or one that still has a ``mask``, counts as not compliant.
+        list[LayerCheck]: One entry per name (figures from
+        :func:`~mmdet_maxq.sparsity.nm_figures`). A name without a 4-D conv or 2-D linear
+        weight, one whose input channels ``m`` does not divide, and one that still has a
+        ``mask`` count as not compliant.
     """
     rows = []
     for name in names:
@@ -153,8 +155,8 @@ def check_nm_layers(state_dict: Dict[str, torch.Tensor], names: Sequence[str], n
                 or name + '.mask' in state_dict:
             rows.append(LayerCheck(name, (), 0.0, False))
             continue
-        rows.append(LayerCheck(name, tuple(weight.shape), float((weight == 0).float().mean()),
-                               is_nm_sparse(weight, n, m)))
+        figures = nm_figures(weight, n, m)
+        rows.append(LayerCheck(name, figures.shape, figures.sparsity, figures.compliant))
     return rows
 
 

@@ -1,3 +1,4 @@
+from mmdet_maxq import requires_openmmlab  # noqa: F401  (first: a clear error without the stack)
 from .sparse_classifier import build_sparse_classifier
 from .sparse_conv import SparseConv2d
 from .sparse_detector import build_sparse_detector

@@ -26,7 +26,7 @@ from .sparse_model import build_sparse_model
 def build_sparse_classifier(classifier: Union[str, dict, None] = None,
                             sparsity: Optional[dict] = None,
                             **classifier_cfg) -> nn.Module:
-    """Build ``classifier`` and replace its selected convs by ``SparseConv2d``, in place.
+    """Build ``classifier`` and replace its selected convs and linear layers, in place.
 
     Args:
         classifier (str | dict, optional): The classifier's registered type (e.g.

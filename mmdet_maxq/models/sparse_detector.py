@@ -20,7 +20,7 @@ from .sparse_model import build_sparse_model
 def build_sparse_detector(detector: Union[str, dict, None] = None,
                           sparsity: Optional[dict] = None,
                           **detector_cfg) -> nn.Module:
-    """Build ``detector`` and replace its selected convs by ``SparseConv2d``, in place.
+    """Build ``detector`` and replace its selected convs and linear layers, in place.
 
     Args:
         detector (str | dict, optional): The detector's registered type (e.g.

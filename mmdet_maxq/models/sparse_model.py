@@ -1,5 +1,5 @@
 """One builder behind ``SparseDetector`` and ``SparseClassifier``: a model of another toolbox,
-its convs made N:M sparse in place.
+its convs and linear layers made N:M sparse in place.
 
 A config makes a model sparse by changing its type and naming the model class::
 
@@ -12,8 +12,8 @@ merged over the toolbox's own model config (``_base_``), so ``model.backbone``,
 ``model.neck``, ``model.head`` stay where the toolbox's tools look for them. What is built is
 the model itself (a ``FasterRCNN``, an ``ImageClassifier``, ...): the same class, methods and
 attributes, so the toolbox's hooks that use them work unchanged, and its checkpoint keys are
-the model's own plus one ``mask`` buffer per sparse conv. A plain checkpoint loads into it with
-MMEngine's usual key report (masks follow from the weights).
+the model's own (masks follow from the weights), so a plain checkpoint loads into it with
+MMEngine's usual key report.
 """
 import copy
 from typing import Optional, Union
@@ -31,7 +31,7 @@ def build_sparse_model(registry: Registry,
                        model: Union[str, dict, None] = None,
                        sparsity: Optional[dict] = None,
                        **model_cfg) -> nn.Module:
-    """Build ``model`` from ``registry`` and replace its selected convs by ``SparseConv2d``.
+    """Build ``model`` from ``registry`` and replace its selected layers by sparse ones.
 
     Args:
         registry (Registry): The toolbox's model registry (``mmdet.registry.MODELS``,

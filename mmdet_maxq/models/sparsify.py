@@ -150,7 +150,9 @@ def _weights_read_elsewhere(model: nn.Module) -> Dict[str, str]:
             for name, mod in model.named_modules() if isinstance(mod, nn.MultiheadAttention)}
 
 
-def _layer_kind(module: nn.Module, kinds: Tuple[str, ...]) -> Optional[str]:
+def layer_kind(module: nn.Module, kinds: Tuple[str, ...] = tuple(LAYER_TYPES)) -> Optional[str]:
+    """The key of :data:`LAYER_TYPES` (``'conv'``, ``'linear'``) of a plain or sparse layer
+    among ``kinds`` (default: all), or None."""
     for kind in kinds:
         if isinstance(module, LAYER_TYPES[kind][0]):
             return kind
@@ -170,7 +172,7 @@ def select_layers(model: nn.Module, settings: SparsitySettings,
             layer is not eligible.
     """
     candidates = {name: mod for name, mod in model.named_modules()
-                  if _layer_kind(mod, settings.layer_types) is not None}
+                  if layer_kind(mod, settings.layer_types) is not None}
     owner = type(model).__name__
     read_elsewhere = _weights_read_elsewhere(model)
     plain = _plain_forwards()
@@ -238,7 +240,7 @@ def sparsify(model: nn.Module, settings: SparsitySettings,
     and its backward.
     """
     chosen, dense = select_layers(model, settings, key)
-    kinds = {name: _layer_kind(model.get_submodule(name), settings.layer_types)
+    kinds = {name: layer_kind(model.get_submodule(name), settings.layer_types)
              for name in chosen}
     if settings.method != 'dense':
         for name in chosen:

@@ -13,14 +13,6 @@ check finds them (:data:`CPU_TIE_CHECK`).
 - ``kth_pair_rows``: the K-th and (K+1)-th smallest of every row: one ``topk`` that keeps the
   side of each row holding both values, then a ``topk`` of 2 on that side;
 - ``smallest_e``: the E smallest of a 1-D vector (the block norms), by ``kthvalue``;
-- ``bracketed_pair`` (CPU only): the same pair of order statistics of one long 1-D vector
-  without selecting over all of it: a fixed, well-spread sample brackets the two values, two
-  comparisons count what lies below the bracket, and only the few entries inside it (a few
-  percent) go through the exact selection. The counts prove the bracket holds both values, so
-  the result is exact; when they do not (a sample unlike the rest), the full selection runs.
-  :func:`smallest_e` and :func:`kth_pair_rows` use it for long vectors (rows) on the CPU,
-  where ``topk`` / ``kthvalue`` copy every value with its int64 index and are the largest
-  cost of a CPU mask;
 - ``mark_k``: given such a threshold value, the entries strictly beyond it plus, by an integer
   running count, the first (or last) tied entries still needed: the tie rule of a stable sort,
   applied unconditionally (a row without ties at its threshold just needs all its tied
@@ -35,14 +27,12 @@ values, and integer ``topk`` / ``kthvalue`` are faster on the CPU. Running count
 ``torch.use_deterministic_algorithms(True)``. Marks are 0/1 floats, not bools: several times
 faster to write on the CPU, and multiplying by them needs no type promotion.
 """
-import math
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 
 __all__ = ['CPU_TIE_CHECK', 'host_check', 'indicator', 'mark_k', 'nth_largest_columns',
-           'keep_n_largest', 'sequential_sum', 'smallest_e', 'kth_pair_rows', 'ordered_view',
-           'bracketed_pair']
+           'keep_n_largest', 'sequential_sum', 'smallest_e', 'kth_pair_rows', 'ordered_view']
 
 # Float32 sums of 0/1 are exact below 2^24 entries; integer running counts fit int32 below 2^31.
 _EXACT_FLOAT32_COUNT = 1 << 24
@@ -53,19 +43,6 @@ _INT32_COUNT = 1 << 31
 #: none. Off the CPU, or with this set to False, every mark goes through the unconditional,
 #: sync-free resolution; both give the same masks (the tests run CPU tensors both ways).
 CPU_TIE_CHECK = True
-
-
-#: CPU only: 1-D vectors (block norms) and rows at least this long are selected through
-#: :func:`bracketed_pair`. Below it the plain selection is as fast (measured with
-#: ``benchmarks/mask_speed.py``: a single ``kthvalue`` wins up to about 32K entries; ``topk``
-#: over many rows, which runs rows in parallel, up to about 128K entries per row).
-BRACKET_MIN_VECTOR = 1 << 16
-BRACKET_MIN_ROW = 1 << 17
-_BRACKET_SAMPLE = 2048
-# Half-width of the bracket in standard deviations of the sample rank: a random sample misses
-# with probability about 5e-4, and a miss only costs the full selection.
-_BRACKET_Z = 3.5
-_GOLDEN = (math.sqrt(5) - 1) / 2
 
 
 def host_check(x: torch.Tensor) -> bool:
@@ -216,9 +193,8 @@ def sequential_sum(columns: torch.Tensor) -> torch.Tensor:
 def smallest_e(x: torch.Tensor, e: int) -> torch.Tensor:
     """Boolean mark of the ``e`` smallest entries of the 1-D ``x`` (lower index first).
 
-    The e-th smallest value by ``kthvalue`` (on the CPU, for long vectors, with the (e+1)-th by
-    :func:`bracketed_pair`), then :func:`mark_k` (on the CPU only when a tie sits at that
-    value: a count, or the (e+1)-th smallest equal to it).
+    The e-th smallest value by ``kthvalue``, then :func:`mark_k` (on the CPU only when a
+    count shows a tie at that value).
 
     Args:
         x (Tensor): 1-D non-negative finite values.
@@ -231,19 +207,11 @@ def smallest_e(x: torch.Tensor, e: int) -> torch.Tensor:
         return torch.zeros_like(x, dtype=torch.bool)
     if e >= x.numel():
         return torch.ones_like(x, dtype=torch.bool)
-    pair = None
-    if host_check(x) and x.numel() >= BRACKET_MIN_VECTOR:
-        pair = bracketed_pair(x, e)
-    if pair is not None:
-        kth, following = pair
-        if not torch.equal(kth, following):  # no tie at the e-th smallest
-            return x <= kth
-    else:
-        kth = ordered_view(x).kthvalue(e, keepdim=True).values.view(x.dtype)
-        if host_check(x):
-            marked = x <= kth
-            if int(torch.count_nonzero(marked)) == e:  # no tie at the e-th smallest
-                return marked
+    kth = ordered_view(x).kthvalue(e, keepdim=True).values.view(x.dtype)
+    if host_check(x):
+        marked = x <= kth
+        if int(torch.count_nonzero(marked)) == e:  # no tie at the e-th smallest
+            return marked
     return mark_k(x, e, kth, largest=False, dim=0).bool()
 
 
@@ -251,9 +219,7 @@ def kth_pair_rows(rows: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tenso
     """The k-th and (k+1)-th smallest value of each row (``1 <= k < row length``).
 
     One ``topk`` keeps the side of each row holding both values (the shorter of the k+1
-    smallest and the L-k+1 largest), then a ``topk`` of 2 on that side. Long CPU rows go
-    through :func:`bracketed_pair`, row after row (the rows of a kernel-position query: 9 of
-    ``O * C`` entries).
+    smallest and the L-k+1 largest), then a ``topk`` of 2 on that side.
 
     Args:
         rows (Tensor): 2-D non-negative finite values (may be a strided view).
@@ -263,17 +229,6 @@ def kth_pair_rows(rows: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tenso
         tuple[Tensor, Tensor]: Two ``(rows, 1)`` tensors of ``rows``' dtype.
     """
     length = rows.shape[1]
-    if host_check(rows) and length >= BRACKET_MIN_ROW:
-        pairs = [bracketed_pair(row, k) for row in rows.unbind(0)]
-        if all(pair is not None for pair in pairs):
-            low, high = (torch.stack(values)[:, None] for values in zip(*pairs))
-            return low, high
-    return _selected_pair_rows(rows, k)
-
-
-def _selected_pair_rows(rows: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """:func:`kth_pair_rows` by ``topk`` alone."""
-    length = rows.shape[1]
     keys = ordered_view(rows)
     if length - k + 1 <= k + 1:
         top = keys.topk(length - k + 1, dim=1, largest=True, sorted=False).values
@@ -282,59 +237,3 @@ def _selected_pair_rows(rows: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch
     bottom = keys.topk(k + 1, dim=1, largest=False, sorted=False).values
     pair = bottom.topk(2, dim=1, largest=True, sorted=True).values.view(rows.dtype)
     return pair[:, 1:], pair[:, :1]
-
-
-def _sample_positions(length: int, size: int) -> torch.Tensor:
-    """``size`` positions spread over ``range(length)`` by the golden-ratio (Weyl) sequence.
-
-    Unlike a fixed stride, it does not line up with a periodic layout (kernel positions,
-    channel groups), so the sample looks like the whole vector whatever its structure.
-    """
-    return torch.arange(size, dtype=torch.float64).mul_(_GOLDEN).frac_().mul_(length).long()
-
-
-def bracketed_pair(x: torch.Tensor, r: int) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
-    """CPU: the r-th and (r+1)-th smallest entries of the 1-D ``x``, or None.
-
-    A sample of ``x`` gives two values ``lo <= hi`` expected to hold both ranks between them
-    with a wide margin. One pass counts the entries below ``lo``; the entries in ``[lo, hi]``
-    (a few percent of ``x``) are gathered. If the counts show that both ranks fall inside
-    (fewer than ``r`` entries below ``lo``, at least ``r + 1`` up to ``hi``), the two values
-    are the matching order statistics of the gathered entries: exact, repeats counted. Else
-    None, and the caller runs the full selection. Host reads decide that: CPU tensors only.
-
-    Args:
-        x (Tensor): 1-D non-negative finite values (may be a strided view), longer than the
-            sample.
-        r (int): Rank, ``1 <= r < x.numel()``.
-
-    Returns:
-        tuple[Tensor, Tensor] | None: The two values as 0-d tensors of ``x``'s dtype.
-    """
-    keys = ordered_view(x)
-    length = keys.numel()
-    size = _BRACKET_SAMPLE
-    sample = keys[_sample_positions(length, size)]
-
-    def sample_rank(rank: int, side: int) -> int:
-        share = rank / length
-        return round(share * size + side * _BRACKET_Z * math.sqrt(size * share * (1 - share)))
-
-    low_rank, high_rank = sample_rank(r, -1) - 1, sample_rank(r + 1, 1) + 1
-    below = 0
-    inside = None
-    if low_rank >= 1:
-        lo = sample.kthvalue(low_rank).values
-        inside = torch.lt(keys, lo)
-        below = int(torch.count_nonzero(inside))
-        inside.logical_not_()
-    if high_rank <= size:
-        up_to_hi = torch.le(keys, sample.kthvalue(high_rank).values)
-        inside = up_to_hi if inside is None else inside.logical_and_(up_to_hi)
-    if inside is None or below >= r:
-        return None
-    candidates = keys[inside]
-    if below + candidates.numel() < r + 1:
-        return None
-    low, high = _selected_pair_rows(candidates.view(x.dtype)[None], r - below)
-    return low.view(()), high.view(())

@@ -26,23 +26,43 @@ by the weights' shapes, so the computation can be captured in a CUDA graph
 (:meth:`PackedMasks.compute_flat` on static buffers). Everything is allowed under
 ``torch.use_deterministic_algorithms(True)``.
 
-The index tensors are built once per list of shapes and device (:class:`PackedMasks`): an
-int64 block-column gather per weight, an int64 kernel-position gather per weight of a conv
-with ``kh * kw > 1``, and an int64 key base plus an int32 rank per entry of the segmented sort
-(about 21.5 bytes per weight of a 1x1 conv, 41.5 of a 3x3 conv: some 700 MiB for ResNet-50's
-52 sparse convs); a refresh needs about as much again while it runs (keys, permutation).
+Memory. Between refreshes a :class:`PackedMasks` keeps only small tables: per *row* of the
+segmented sort (a filter, a kernel position of a conv, the block norms of a weight) its length
+and threshold, two sorted positions per soft row (its K-th and (K+1)-th smallest), and a few
+integers per kernel-position row and per weight. The row of every sort entry and the gathers of
+the block columns and of the kernel-position rows are rebuilt at every refresh from those tables
+by a fixed number of integer ops (``repeat_interleave`` with its ``output_size``, which reads
+nothing on the host, then ``arange``, ``take`` of the per-row or per-weight constants, integer
+``div`` / ``mul`` / ``add``), and freed with the refresh's other temporaries. Measured on
+``meta`` (``tests/models/test_refresh_memory.py``) for ResNet-50's 52 sparse convs at 2:8
+(23.4 M weights): 0.72 MiB kept, 0.03 bytes per weight (the earlier layout kept int64 / int32
+index tensors of 31 bytes per weight, 698 MiB). While :meth:`~PackedMasks.compute_flat` runs
+on float32 weights it peaks at 48 bytes per weight (1.05 GiB; earlier 75 on top of the 31
+kept), at the stable sort: its 1.6 entries per weight (the weights, the kernel-position
+copies, the block norms) as float32 values, int64 keys and the sort's int64 outputs. A
+captured CUDA graph keeps its memory pool (about that peak) and its static input between
+replays.
 """
+import itertools
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 import torch
 
-from ._select import mark_k, nth_largest_columns, ordered_view, sequential_sum
+from ._select import mark_k, nth_largest_columns, ordered_view
 from .validation import check_finite, check_nm, check_preserve, check_tau
 
 __all__ = ['PackedMasks', 'work_dtype']
 
 _ROW_SHIFT = 31  # non-negative float32 bit patterns are < 2^31
+_INT32_LIMIT = (1 << 31) - 1
+
+
+def _sequential_sum(columns: torch.Tensor, out: torch.Tensor) -> None:
+    """``out = columns[0] + columns[1] + ...`` left to right, as ``maxq_mask`` sums norms."""
+    torch.add(columns[0], columns[1], out=out)
+    for row in columns[2:]:
+        out.add_(row)
 
 
 def work_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -90,65 +110,74 @@ class PackedMasks:
 
     # ----------------------------------------------------------------- layout (one-time) ---
     def _build(self) -> None:
-        m = self.m
-        col_idx, p_idx = [], []
-        f_rows, p_rows = [], []  # (length, drop count) of every soft-query row
-        self.blocks = []
-        offset = 0
-        for shape, size in zip(self.shapes, self.sizes):
-            o, c, kh, kw = shape if len(shape) == 4 else shape + (1, 1)
-            flat = torch.arange(offset, offset + size, dtype=torch.int64)
-            if self.hard:
-                col_idx.append(flat.view(o, c // m, m, kh * kw).permute(2, 0, 3, 1)
-                               .reshape(m, -1))
-            self.blocks.append(size // m)
-            if self.soft:
-                length = c * kh * kw
-                f_rows += [(length, (m - self.n) * length // m)] * o
+        """The per-row and per-weight tables the refresh rebuilds its index vectors from.
+
+        Rows of the segmented sort, in order: every filter row (the flat weights as they
+        are), then every kernel-position row of the convs with ``kh * kw > 1`` (gathered),
+        then one row of block norms per weight (hard N:M only).
+        """
+        m, n = self.m, self.n
+        dims = [s if len(s) == 4 else s + (1, 1) for s in self.shapes]
+        offsets = list(itertools.accumulate([0] + self.sizes[:-1]))
+        self.blocks = [size // m for size in self.sizes]
+        self.blocks_total = self.total // m
+        lengths = []
+        p_first, p_stride = [], []  # per kernel-position row: its first weight, the stride
+        if self.soft:
+            lengths += [torch.full((o, ), c * kh * kw, dtype=torch.int64) for o, c, kh, kw in dims]
+            for (o, c, kh, kw), offset in zip(dims, offsets):
                 if kh * kw > 1:
-                    p_idx.append(flat.view(o * c, kh * kw).t().reshape(-1))
-                    length = o * c
-                    p_rows += [(length, (m - self.n) * length // m)] * (kh * kw)
-            offset += size
-        # Rows of the segmented sort: filter rows (the flat weights as they are), then
-        # kernel-position rows (gathered by p_idx), then one row of block norms per weight.
-        soft_rows = f_rows + p_rows
-        norm_rows = [(b, None) for b in self.blocks] if self.hard else []
-        rows = soft_rows + norm_rows
-        self.num_soft_rows = len(soft_rows)
-        self.p_total = sum(length for length, _ in p_rows)
-        lengths = torch.tensor([length for length, _ in rows], dtype=torch.int64)
+                    lengths.append(torch.full((kh * kw, ), o * c, dtype=torch.int64))
+                    p_first += [offset + pos for pos in range(kh * kw)]
+                    p_stride += [kh * kw] * (kh * kw)
+        self.num_filter_rows = sum(o for o, _, _, _ in dims) if self.soft else 0
+        self.num_soft_rows = self.num_filter_rows + len(p_first)
+        self.p_total = sum(o * c * kh * kw for o, c, kh, kw in dims if kh * kw > 1) \
+            if self.soft else 0
+        self.soft_size = self.total + self.p_total if self.soft else 0
+        if self.hard:
+            lengths.append(torch.tensor(self.blocks, dtype=torch.int64))
+        lengths = torch.cat(lengths)
         starts = torch.cumsum(lengths, 0) - lengths
-        row_of = torch.repeat_interleave(torch.arange(len(rows), dtype=torch.int64), lengths)
-        rank = torch.arange(int(lengths.sum()), dtype=torch.int64) - starts[row_of]
-        # Marked: rank >= K (kept by a soft query), or rank < E (exempt norms), written as
-        # one comparison ``sign * rank >= threshold`` (threshold 1 - E for the norm rows).
-        sign = torch.ones(len(rows), dtype=torch.int64)
-        sign[self.num_soft_rows:] = -1
-        drops = torch.tensor([k for _, k in soft_rows], dtype=torch.int64)
-        self._soft_thresholds = drops
-        self._norm_starts = starts[self.num_soft_rows:]
-        # The K-th and (K+1)-th smallest (sorted positions) of every soft row; the smallest
-        # when K = 0 (N = M).
-        soft_starts = starts[:self.num_soft_rows]
-        low = soft_starts + (drops - 1).clamp(min=0)
-        high = soft_starts + drops
+        self.sort_size = self.soft_size + (self.blocks_total if self.hard else 0)
+        self._norm_starts = starts[self.num_soft_rows:].tolist()
+        # Sorted positions are compared with per-row thresholds in int32 where they fit.
+        self._pos_dtype = torch.int32 if self.sort_size <= _INT32_LIMIT else torch.int64
         to = dict(device=self.device)
-        self.col_idx = torch.cat(col_idx, 1).to(**to) if self.hard else None
-        self.p_idx = torch.cat(p_idx).to(**to) if p_idx else None
-        # int32 ranks (rows are shorter than 2^31); the row of each entry is kept once, as
-        # the sort key's high bits for float32 (``row_key >> 31``), else as it is.
-        self.signed_rank = (sign[row_of] * rank).to(torch.int32).to(**to)
-        if self.work == torch.float32:
-            self.row_key, self._row_of = (row_of << _ROW_SHIFT).to(**to), None
-        else:
-            self.row_key, self._row_of = None, row_of.to(**to)
-        self.pair_pos = torch.stack([low, high]).to(**to) if self.soft else None
-        self.thresholds = torch.empty(len(rows), dtype=torch.int64, device=self.device)
-        self.sort_size = int(lengths.sum())
+        self.row_lengths = lengths.to(**to)
+        # Marked (see compute_flat): sorted position >= start + K for a soft row (kept by the
+        # query), -position >= 1 - (start + E) for a norm row (exempt); E is set per rate.
+        drops = (m - n) * lengths[:self.num_soft_rows] // m
+        thresholds = torch.cat([starts[:self.num_soft_rows] + drops,
+                                1 - starts[self.num_soft_rows:]])
+        self.thresholds = thresholds.to(self._pos_dtype).to(**to)
+        if self.soft:
+            # Sorted positions of the K-th and (K+1)-th smallest of every soft row; the
+            # smallest twice when K = 0 (N = M).
+            soft_starts = starts[:self.num_soft_rows]
+            self.pair_pos = torch.stack([soft_starts + (drops - 1).clamp(min=0),
+                                         soft_starts + drops]).to(**to)
+        if p_first:
+            # Entry q of the sort in a kernel-position row r is weight q * stride + c0.
+            p_stride_t = torch.tensor(p_stride, dtype=torch.int64)
+            p_starts = starts[self.num_filter_rows:self.num_soft_rows]
+            self._p_stride = p_stride_t.to(**to)
+            self._p_c0 = (torch.tensor(p_first, dtype=torch.int64)
+                          - p_starts * p_stride_t).to(**to)
+        if self.hard:
+            # Block b (exemption order: b = (o * kh * kw + pos) * C / m + g) of a weight
+            # starts at offset + (o * C + g * m) * P + pos, P = kh * kw; with t = b // (C / m)
+            # and o = t // P that is offset + b * m * P + t * (1 - C * P) + o * (C * P - P).
+            per_weight = [(c // m, kh * kw, m * kh * kw, 1 - c * kh * kw, c * kh * kw - kh * kw,
+                           offset) for (o, c, kh, kw), offset in zip(dims, offsets)]
+            block_starts = list(itertools.accumulate([0] + self.blocks[:-1]))
+            columns = zip(*per_weight)
+            self._block_tables = tuple(torch.tensor(values, dtype=torch.int64, **to)
+                                       for values in (block_starts, *columns))
+            self._channels = torch.arange(m, **to)[:, None]
 
     def _set_thresholds(self, preserves: Sequence[float]) -> None:
-        """Per-row thresholds: K for the soft rows, 1 - E_l for the norm rows (cached)."""
+        """Per-row thresholds of the norm rows, ``1 - (start + E_l)`` (cached)."""
         key = tuple(preserves)
         if key == self._preserves:
             return
@@ -157,13 +186,11 @@ class PackedMasks:
         for p in key:
             check_preserve(p)
         key = tuple(float(p) for p in key)
-        if not (self.soft or self.hard):
-            self._preserves = key
-            return
-        exempt = [math.floor(p * b) for p, b in zip(key, self.blocks)] if self.hard else []
-        values = torch.cat([self._soft_thresholds,
-                            1 - torch.tensor(exempt, dtype=torch.int64)])
-        self.thresholds.copy_(values)
+        if self.hard:
+            values = [1 - (start + math.floor(p * b))
+                      for start, p, b in zip(self._norm_starts, key, self.blocks)]
+            self.thresholds[self.num_soft_rows:].copy_(
+                torch.tensor(values, dtype=self._pos_dtype))
         self._preserves = key
 
     # ----------------------------------------------------------------- per refresh ---
@@ -172,6 +199,7 @@ class PackedMasks:
         """The weights concatenated into one flat tensor (into ``out`` when given)."""
         return torch.cat([w.reshape(-1) for w in weights], out=out)
 
+    @torch.no_grad()
     def compute_flat(self, flat: torch.Tensor, names: Sequence[str] = ()) -> torch.Tensor:
         """The masks of the packed weights ``flat`` as one flat tensor of ``flat``'s dtype.
 
@@ -185,54 +213,112 @@ class PackedMasks:
         Returns:
             Tensor: ``(total,)`` masks, weight ``l`` at ``sum(sizes[:l])``.
         """
-        a = flat.to(self.work).abs_() if flat.dtype != self.work else flat.abs()
-        self._check_finite(a, names)
         if not (self.soft or self.hard):  # hard N:M with N = M keeps everything
+            a = flat.to(self.work).abs_() if flat.dtype != self.work else flat.abs()
+            self._check_finite(a, names)
             return torch.ones_like(flat)
-        parts = []
-        if self.soft:
-            parts.append(a)
-            if self.p_idx is not None:
-                parts.append(a.take(self.p_idx))
-        keep = None
+        # The sort entries: |W| (the filter rows), the kernel-position rows, the block norms.
+        values = torch.empty(self.sort_size, dtype=self.work, device=flat.device)
+        a = values[:self.total] if self.soft else torch.empty(
+            self.total, dtype=self.work, device=flat.device)
+        if flat.dtype != self.work:
+            a.copy_(flat).abs_()
+        else:
+            torch.abs(flat, out=a)
+        self._check_finite(a, names)
+        rows = torch.repeat_interleave(self.row_lengths, output_size=self.sort_size)
+        if self.p_total:
+            torch.take(a, self._p_index(rows), out=values[self.total:self.soft_size])
+        keep = base = step = None
         if self.hard:
-            columns = a.take(self.col_idx)
-            keep = mark_k(columns, self.n, nth_largest_columns(ordered_view(columns), self.n)
-                          .view(columns.dtype), largest=True, dim=0)
-            parts.append(sequential_sum(columns))
-        values = torch.cat(parts) if len(parts) > 1 else parts[0]
-        perm = self._segmented_sort(values)
-        row_of = self._row_of if self.row_key is None else self.row_key >> _ROW_SHIFT
-        marked = torch.ge(self.signed_rank, self.thresholds.take(row_of)).to(self.work)
-        marks = torch.empty_like(marked).scatter_(0, perm, marked)
+            base, step = self._block_bases(rows)
+            columns = a.take(self._block_index(base, step))
+            del a
+            _sequential_sum(columns, out=values[self.soft_size:])
+            kth = nth_largest_columns(ordered_view(columns), self.n).view(columns.dtype)
+            # Held through the sort as bools (a quarter of the floats).
+            keep = mark_k(columns, self.n, kth, largest=True, dim=0, out=columns).bool()
+            del columns, kth
+        perm = self._segmented_sort(values, rows)
+        del rows
+        marks = self._marks(perm)
+        pair = values.take(perm.take(self.pair_pos)) if self.soft else None
+        del perm
         if self.hard:
-            exempt = marks[values.numel() - keep.shape[1]:]
-            torch.maximum(keep, exempt[None], out=keep)
-            hard = torch.empty_like(a).scatter_(0, self.col_idx.view(-1), keep.view(-1))
+            keep = torch.where(keep, 1.0, marks[None, self.soft_size:])  # exempt blocks too
+            hard = torch.empty(self.total, dtype=self.work, device=flat.device)
+            hard.scatter_(0, self._block_index(base, step).view(-1), keep.view(-1))
+            del keep, base, step
             if not self.soft:
                 return hard.to(flat.dtype)
-        soft_size = self.total + self.p_total
-        pair = values.take(perm.take(self.pair_pos))
         low, high = pair.unbind(0)
         thresh = low if self.n == self.m else (low + high) / 2
-        query = (values[:soft_size] - thresh.take(row_of[:soft_size])).div_(self.tau)
-        query = query.sigmoid_().mul_(marks[:soft_size])
-        mask = query[:self.total].add_(1.0)
-        if self.p_idx is not None:
-            position = torch.zeros_like(a).scatter_(0, self.p_idx, query[self.total:])
-            mask.add_(position)
+        rows = torch.repeat_interleave(self.row_lengths[:self.num_soft_rows],
+                                       output_size=self.soft_size)
+        query = values[:self.soft_size]  # |W| no longer needed: the query is written over it
+        query.sub_(thresh.take(rows)).div_(self.tau).sigmoid_().mul_(marks[:self.soft_size])
+        del marks
+        mask = query[:self.total].add(1.0)
+        if self.p_total:
+            p_index = self._p_index(rows)
+            del rows
+            # 1 + F + P in that order: every weight of such a conv gets exactly one P entry.
+            mask.scatter_(0, p_index, mask.take(p_index).add_(query[self.total:]))
         if self.hard:
             mask.mul_(hard)
         return mask.to(flat.dtype)
 
-    def _segmented_sort(self, values: torch.Tensor) -> torch.Tensor:
-        """The permutation that stably sorts every row of ``values`` on its own."""
-        if self.row_key is not None:
-            key = ordered_view(values).to(torch.int64).add_(self.row_key)
+    def _p_index(self, rows: torch.Tensor) -> torch.Tensor:
+        """Where each kernel-position entry of the sort comes from in the flat weights."""
+        p_rows = rows[self.total:self.soft_size] - self.num_filter_rows
+        position = torch.arange(self.total, self.soft_size, device=rows.device)
+        return position.mul_(self._p_stride.take(p_rows)).add_(self._p_c0.take(p_rows))
+
+    def _block_bases(self, rows: torch.Tensor):
+        """Flat index of the first entry of every block, and its stride (``kh * kw``)."""
+        weight = rows[self.soft_size:] - self.num_soft_rows
+        block_start, groups, step, m_step, t_coef, o_coef, offset = (
+            table.take(weight) for table in self._block_tables)
+        b = torch.arange(self.blocks_total, device=rows.device).sub_(block_start)
+        t = torch.div(b, groups, rounding_mode='floor')
+        o = torch.div(t, step, rounding_mode='floor')
+        base = b.mul_(m_step).add_(t.mul_(t_coef)).add_(o.mul_(o_coef)).add_(offset)
+        return base, step
+
+    def _block_index(self, base: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        """``(m, total_blocks)`` flat indices of the blocks' entries (blocks as columns)."""
+        return self._channels.mul(step[None]).add_(base[None])
+
+    def _segmented_sort(self, values: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The permutation that stably sorts every row of ``values`` on its own.
+
+        ``rows`` (the row of every entry) is consumed: the float32 sort key is built in it.
+        """
+        if self.work == torch.float32:
+            key = rows.bitwise_left_shift_(_ROW_SHIFT).add_(ordered_view(values))
             return key.sort(stable=True).indices
         by_value = values.sort(stable=True).indices
-        by_row = self._row_of.take(by_value).sort(stable=True).indices
+        by_row = rows.take(by_value).sort(stable=True).indices
         return by_value.take(by_row)
+
+    def _marks(self, perm: torch.Tensor) -> torch.Tensor:
+        """0/1 marks of the sort entries: kept by its soft query, or an exempt block norm.
+
+        A row keeps its place in the sorted order, so the entry at sorted position ``s``
+        belongs to the row of unsorted position ``s``: its rank in the row is
+        ``s - start``. Soft rows mark ``s >= start + K``; norm rows, whose positions are
+        negated, ``-s >= 1 - (start + E)``, i.e. their ``E`` first.
+        """
+        rows = torch.repeat_interleave(self.row_lengths, output_size=self.sort_size)
+        thresholds = self.thresholds.take(rows)
+        del rows
+        position = torch.arange(self.sort_size, dtype=self._pos_dtype, device=perm.device)
+        if self.hard:
+            position[self.soft_size:].neg_()
+        marked = torch.ge(position, thresholds, out=torch.empty(
+            self.sort_size, dtype=self.work, device=perm.device))
+        del position, thresholds
+        return torch.empty_like(marked).scatter_(0, perm, marked)
 
     def _check_finite(self, a: torch.Tensor, names: Sequence[str]) -> None:
         if a.device.type == 'cpu' and not bool(torch.isfinite(a.amax())):
@@ -274,7 +360,3 @@ class PackedMasks:
                 for (gs, gd, gt), (ws, wd, wt) in zip(got, want)):
             raise ValueError('the weights do not match the packed layout (shapes, device, '
                              'dtype); build a new PackedMasks for them')
-
-    def layout(self) -> Tuple[int, int]:
-        """(entries of the weights, entries of the segmented sort)."""
-        return self.total, self.sort_size

@@ -154,8 +154,8 @@ def test_method_picks_the_default(r18, method, folded):
     assert torch.equal(result.checkpoint['state_dict'][key], expected)
     assert ('folded 19 stored masks' if folded else 'imported the raw weights') in result.decision
     assert '\n' not in result.decision and not result.warnings
-    if method == 'maxq':
-        assert 'soft multipliers twice' in result.decision
+    # Only MaxQ keeps the raw weights, because folding would apply its multipliers twice.
+    assert ('soft multipliers twice' in result.decision) == (method == 'maxq')
 
 
 @pytest.mark.parametrize('method,fold,warns', [('maxq', True, '--fold with --method maxq'),

@@ -5,7 +5,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from mmdet_maxq.deploy import DeployError, compare_one, plain_config
+from mmdet_maxq.deploy import DeployError, check_nm_layers, compare_one, plain_config
 from mmdet_maxq.deploy.plain_process import exact_float32
 from mmdet_maxq.utils.config_utils import find_test_pipeline, pipeline_test_scale
 from ..conftest import REPO, SHORT_MAXQ_CONFIG
@@ -132,3 +132,26 @@ def test_classifier_test_scale_follows_the_center_crop():
         dict(type='LoadImageFromFile'), dict(type='ResizeEdge', scale=40, edge='short'),
         dict(type='CenterCrop', crop_size=32), dict(type='PackInputs')]))))
     assert pipeline_test_scale(cfg) == (32, 32)
+
+
+def test_nm_check_of_folded_conv_and_linear_weights():
+    """Check (a) measures 4-D conv and 2-D linear weights, blocks along the input axis."""
+    conv = torch.zeros(4, 8, 3, 3)
+    conv[:, :2] = 1.0  # 2 of the 8 input channels
+    linear = torch.zeros(4, 16)
+    linear[:, ::8] = 1.0  # 1 of every 8 input features
+    linear[0, 1] = 2.0  # 2 in the first block: still 2:8
+    across = torch.zeros(8, 16)
+    across[:3, 0] = 1.0  # 3 non-zeros down one input column: 2:8 along the inputs
+    state = {'conv.weight': conv, 'fc.weight': linear, 'across.weight': across,
+             'dense.weight': torch.ones(4, 16), 'stem.weight': torch.ones(4, 3),
+             'masked.weight': linear, 'masked.mask': torch.ones(4, 16),
+             'bias_only.bias': torch.ones(4)}
+    names = ['conv', 'fc', 'across', 'dense', 'stem', 'masked', 'bias_only', 'missing']
+    rows = check_nm_layers(state, names, 2, 8)
+    assert [row.name for row in rows] == names
+    assert [row.compliant for row in rows] == [True, True, True] + [False] * 5
+    assert rows[1].shape == (4, 16) and rows[1].sparsity == pytest.approx(1 - 9 / 64)
+    assert rows[0].shape == (4, 8, 3, 3) and rows[0].sparsity == pytest.approx(0.75)
+    # The transpose of a compliant linear weight is not N:M along its own input axis.
+    assert not check_nm_layers({'t.weight': across.t().contiguous()}, ['t'], 1, 8)[0].compliant

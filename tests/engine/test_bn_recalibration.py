@@ -14,6 +14,7 @@ from mmdet_maxq.engine.hooks import BNRecalibrationHook, DenseStartCheckHook, Sp
 from mmdet_maxq.engine.hooks.bn_recalibration_hook import (_tensor_forward, batch_norms,
                                                            recalibrate_batch_norms)
 from mmdet_maxq.models import set_preserve_rate, sparse_layers
+from mmdet_maxq.models.sparsify import sparsity_meta
 
 
 @pytest.fixture(autouse=True)
@@ -55,11 +56,11 @@ class Logger:
         self.lines.append((logging.WARNING, msg))
 
 
-def runner(model, hooks, data=(), iteration=0, resume=False, model_cfg=None):
+def runner(model, hooks, data=(), iteration=0, resume=False, model_cfg=None, load_from=None):
     return types.SimpleNamespace(model=model, hooks=list(hooks), iter=iteration, epoch=0,
                                  train_dataloader=list(data), train_loop=None, max_epochs=12,
                                  logger=Logger(), _resume=resume,
-                                 cfg=Config(dict(model=model_cfg or {})))
+                                 cfg=Config(dict(model=model_cfg or {}, load_from=load_from)))
 
 
 def bn_outputs(model, data):
@@ -123,8 +124,8 @@ def test_recalibration_skipped_on_resume_and_past_iteration_zero():
         BNRecalibrationHook(num_batches=-1)
 
 
-def _load_through(model, hook, state, schedule, model_cfg=None):
-    run = runner(model, [schedule, hook], model_cfg=model_cfg)
+def _load_through(model, hook, state, schedule, model_cfg=None, load_from=None):
+    run = runner(model, [schedule, hook], model_cfg=model_cfg, load_from=load_from)
     hook.before_run(run)
     model.load_state_dict(state, strict=False)
     hook.before_train(run)
@@ -138,19 +139,31 @@ def test_dense_checkpoint_into_a_full_nm_start_warns_naming_a_layer():
     run = _load_through(model, DenseStartCheckHook(), dense_state, full)
     (level, message), = run.logger.lines
     assert level == logging.WARNING
-    assert "19 sparse convs (e.g. 'backbone.layer1.0.conv1') were loaded from a checkpoint " \
-        'without N:M masks' in message
+    assert "19 sparse layers (e.g. 'backbone.layer1.0.conv1') were loaded from a checkpoint " \
+        "that is not sparse (no meta['sparsity'], no N:M masks" in message
     assert 'configs/imagenet/' in message and '*-incremental config' in message
     with pytest.raises(ValueError, match=r"\(e\.g\. 'backbone\.layer1\.0\.conv1'\) were "
-                       'loaded from a checkpoint without N:M masks'):
+                       'loaded from a checkpoint that is not sparse'):
         _load_through(classifier(), DenseStartCheckHook(refuse=True), dense_state, full)
 
 
-def test_sparse_checkpoint_or_incremental_start_passes():
-    sparse_state = classifier().state_dict()  # carries the masks
+def test_sparse_checkpoint_or_incremental_start_passes(tmp_path):
+    sparse = classifier()
+    path = str(tmp_path / 'sparse.pth')  # as a sparse training run saves it
+    torch.save(dict(state_dict=sparse.state_dict(), meta=dict(sparsity=sparsity_meta(sparse))),
+               path)
     full = SparsityScheduleHook(kind='linear', start=0, end=0)
-    run = _load_through(classifier(), DenseStartCheckHook(refuse=True), sparse_state, full)
+    run = _load_through(classifier(), DenseStartCheckHook(refuse=True), sparse.state_dict(),
+                        full, load_from=path)
     assert not run.logger.lines
+    # A state dict of an earlier version carries the masks, which say it is sparse.
+    legacy = dict(sparse.state_dict(), **{f'{name}.mask': torch.ones_like(layer.weight)
+                                          for name, layer in sparse_layers(sparse)})
+    run = _load_through(classifier(), DenseStartCheckHook(refuse=True), legacy, full)
+    assert not run.logger.lines
+    # The same weights without that meta are not known to be sparse.
+    with pytest.raises(ValueError, match='loaded from a checkpoint that is not sparse'):
+        _load_through(classifier(), DenseStartCheckHook(refuse=True), sparse.state_dict(), full)
     dense_state = classifier(sparse=False).state_dict()
     incremental = SparsityScheduleHook(kind='cubic', start=0, end=8, by_epoch=True)
     run = _load_through(classifier(), DenseStartCheckHook(refuse=True), dense_state,

@@ -9,6 +9,7 @@ from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 
 import mmdet_maxq  # noqa: F401
 from mmdet_maxq.engine.hooks import SparsityLoggerHook, SparsityScheduleHook, SRSTEDecayHook
+from mmdet_maxq.engine.hooks.sparsity_schedule_hook import scheduled_preserve_rate
 from mmdet_maxq.engine.model_wrappers import DeviceAwareDDP
 from mmdet_maxq.models import SparseConv2d, SparseLinear, SparsitySettings
 from mmdet_maxq.models.sparsify import SETTINGS_ATTR
@@ -58,11 +59,8 @@ def test_decay_equals_lambda_w_on_pruned_weights_after_unscaling(fused):
     scaled = conv.weight.grad.clone()
     scaler.step(optimizer)
     decay = 0.5 * (1 - conv.mask.clamp(0, 1)) * conv.weight.detach()
-    if fused:
-        assert seen['scale'] is not None  # the gradients were still scaled at the pre-hook
-        final = seen['grad'] / seen['scale']
-    else:
-        final = seen['grad']
+    assert (seen['scale'] is not None) == fused  # unscaled before the step unless fused
+    final = seen['grad'] / seen['scale'] if fused else seen['grad']
     torch.testing.assert_close(final, scaled / 2.0 ** 16 + decay)
     pruned = conv.mask == 0
     torch.testing.assert_close((final - scaled / 2.0 ** 16)[pruned],
@@ -96,6 +94,18 @@ def test_schedule_unit_follows_the_train_loop():
     forced = SparsityScheduleHook(kind='linear', start=0, end=8, by_epoch=True)
     with pytest.raises(ValueError, match='max_epochs=1'):
         forced.before_train(_runner(model, train_loop=iter_loop, max_epochs=1, max_iters=100))
+
+
+def test_other_hooks_read_the_rate_the_schedule_gives_the_current_step():
+    iter_loop = IterBasedTrainLoop.__new__(IterBasedTrainLoop)
+    epoch_loop = EpochBasedTrainLoop.__new__(EpochBasedTrainLoop)
+    hook = SparsityScheduleHook(kind='linear', start=0, end=10)
+    by_iter = _runner(TinySparse(), train_loop=iter_loop, epoch=1, iter=3, hooks=[hook])
+    by_epoch = _runner(TinySparse(), train_loop=epoch_loop, epoch=1, iter=3, hooks=[hook])
+    assert not hook.counts_epochs(by_iter) and hook.counts_epochs(by_epoch)
+    assert scheduled_preserve_rate(by_iter) == hook.current_rate(by_iter) == pytest.approx(0.7)
+    assert scheduled_preserve_rate(by_epoch) == pytest.approx(0.9)
+    assert scheduled_preserve_rate(_runner(TinySparse(), hooks=[])) is None
 
 
 def test_schedule_hook_sets_the_rate_without_tensor_work():

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from mmdet_maxq.models import SparseConv2d, SparsitySettings, refresh_masks, sparsify
+from mmdet_maxq.models import SparseConv2d, SparseLinear, SparsitySettings, refresh_masks, sparsify
 from mmdet_maxq.models.sparsify import sparse_layers
 from mmdet_maxq.sparsity import _select, maxq_mask, nm_mask
 from ..sparsity.test_sync_free import OpRecorder
@@ -196,6 +196,12 @@ def test_deepcopy_and_state_dict_keep_working():
     assert keys == set(Wrapped('backbone', _tiny_backbone()).state_dict())
 
 
+# Measured 2026-12-03 on meta: the packed computation and one view per layer binding its mask
+# (ResNet-50 at 2:8: 52 convs; Swin-T at 2:4: 51 linear layers, no kernel-position query).
+MEASURED_R50_REFRESH_OPS = 259
+MEASURED_SWIN_T_REFRESH_OPS = 219
+
+
 def test_resnet50_refresh_op_count_on_meta():
     """The 52 sparse convs of a ResNet-50 at 2:8, preserve 0.5: <= 600 ops, no host read."""
     from mmdet.models.backbones import ResNet
@@ -206,7 +212,10 @@ def test_resnet50_refresh_op_count_on_meta():
     with OpRecorder() as recorder:
         refresh_masks(model, 0.5)
     assert recorder.host_reads() == []
-    assert len(recorder.ops()) <= 600, len(recorder.ops())
+    count = len(recorder.ops())
+    print(f'\nR50 2:8 refresh on meta: {count} ATen ops')
+    assert count <= 600, count  # issue 23's bound for a whole-model refresh
+    assert count <= MEASURED_R50_REFRESH_OPS * 1.1, count  # fails on a growth of 10%
     assert all(conv.mask.device.type == 'meta' for _, conv in sparse_layers(model))
 
 
@@ -259,3 +268,22 @@ def test_mmcv_conv_wrapper_is_a_plain_conv_and_empty_inputs_work():
     assert out.shape == (0, 8, 5, 5)
     out.sum().backward()
     assert conv.weight.grad.shape == conv.weight.shape
+
+
+def test_swin_t_refresh_op_count_on_meta():
+    """Swin-T's backbone at 2:4 (its linear layers; the 3-channel patch embedding stays
+    dense): one whole-model refresh, <= 600 ops, no host read."""
+    from mmdet.models.backbones import SwinTransformer
+    model = _sparse(part=SwinTransformer(), n=2, m=4)
+    layers = sparse_layers(model)
+    assert len(layers) == 51 and all(isinstance(layer, SparseLinear) for _, layer in layers)
+    assert sum(layer.weight.numel() for _, layer in layers) == 27_426_816
+    model.to('meta')
+    refresh_masks(model, 0.5)  # one-time layout
+    with OpRecorder() as recorder:
+        refresh_masks(model, 0.5)
+    count = len(recorder.ops())
+    print(f'\nSwin-T 2:4 refresh on meta: {count} ATen ops')
+    assert recorder.host_reads() == []
+    assert count <= 600, count
+    assert count <= MEASURED_SWIN_T_REFRESH_OPS * 1.1, count

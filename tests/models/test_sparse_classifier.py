@@ -157,7 +157,7 @@ def test_classifier_checkpoint_loads_strictly_and_computes_the_same(method, tmp_
     result = backbone.load_state_dict(backbone_state, strict=True)  # raw W and masks
     assert not result.missing_keys and not result.unexpected_keys
     conv = backbone.layer3[0].conv2
-    assert not is_nm_sparse(conv.weight, 2, 8) or method == 'srste'  # raw W, not folded
+    assert not is_nm_sparse(conv.weight, 2, 8)  # raw W, not folded
     backbone.train()  # frozen BN (norm_eval) stays in eval: the first iteration's forward
     images = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
@@ -166,3 +166,6 @@ def test_classifier_checkpoint_loads_strictly_and_computes_the_same(method, tmp_
         theirs = classifier.backbone(images)
     for level, (a, b) in enumerate(zip(ours, theirs)):
         assert torch.equal(a, b), f'stage {level + 1}'
+    # The masks those forwards used: N:M, 0/1 for SR-STE, with MaxQ's 1 + F + P on kept weights.
+    assert is_nm_sparse(conv.weight * conv.mask, 2, 8)
+    assert bool(conv.mask.le(1).all()) == (method == 'srste')

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from mmdet_maxq.sparsity import (apply_mask, check_nm, is_nm_eligible, is_nm_sparse, layer_summary,
-                                 maxq_mask, nm_compliance, nm_mask, preserve_rate, srste_decay_,
+from mmdet_maxq.sparsity import (apply_mask, check_nm, is_nm_eligible, is_nm_sparse, maxq_mask,
+                                 nm_compliance, nm_figures, nm_mask, preserve_rate, srste_decay_,
                                  srste_decay_term)
 
 W = torch.randn(4, 8, 3, 3)
@@ -87,9 +87,9 @@ def test_reports_refuse_what_they_cannot_measure(fn):
 
 def test_summary_and_ste_check_the_mask():
     with pytest.raises(ValueError, match=r'mask shape \(4, 8\) must equal the weight shape'):
-        layer_summary(W, 2, 4, mask=torch.ones(4, 8))
+        nm_figures(W, 2, 4, mask=torch.ones(4, 8))
     with pytest.raises(ValueError, match='mask of shape .* has non-finite values'):
-        layer_summary(W, 2, 4, mask=torch.full_like(W, NAN))
+        nm_figures(W, 2, 4, mask=torch.full_like(W, NAN))
     with pytest.raises(ValueError, match='mask shape'):
         apply_mask(W, torch.ones(4, 8))
     with pytest.raises(ValueError, match='lam must be a positive number'):

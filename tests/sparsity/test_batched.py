@@ -45,6 +45,29 @@ def test_bit_identical_to_the_per_weight_masks(n, m, preserves, method, dtype, m
                 assert torch.equal(g, w), (kind, check, SHAPES[i])
 
 
+# Linear weights (O, C), as a transformer's qkv / proj / FFN layers, packed on their own.
+LINEAR_SHAPES = [(24, 16), (16, 48), (40, 8), (8, 64), (48, 24)]
+
+
+@pytest.mark.parametrize('n, m', [(2, 4), (2, 8), (8, 8), (3, 8)])
+@pytest.mark.parametrize('method', ['maxq', 'srste'])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_linear_weights_bit_identical(n, m, method, dtype):
+    shapes = [s for s in LINEAR_SHAPES if s[1] % m == 0]
+    preserves = [0.0, 0.5, 1.0, 0.37, 0.25][:len(shapes)]
+    plan = PackedMasks(shapes, n, m, method, 1e-2, 'cpu', dtype)
+    for kind in KINDS:
+        if kind == 'distinct' and dtype != torch.float64:
+            weights = [distinct_weight(s, dtype, seed=i) for i, s in enumerate(shapes)]
+        else:
+            kind_ = kind if kind != 'distinct' else 'random'
+            weights = [tied_weight(s, kind_, seed=i).to(dtype) for i, s in enumerate(shapes)]
+        got = plan.masks(weights, preserves)
+        for g, w, shape in zip(got, _per_weight(method, weights, n, m, preserves), shapes):
+            assert g.dtype == dtype and g.shape == shape
+            assert torch.equal(g, w), (kind, shape)
+
+
 def test_already_folded_weights_and_rate_changes():
     """Weights already exactly N:M (folded) and a plan reused across preserve rates."""
     weights = [w * nm_mask(w, 2, 8) for w in _weights('random', torch.float32, seed=3)]
@@ -76,19 +99,33 @@ def test_bad_layouts_and_rates():
         plan.masks(_weights('random', torch.float64), [0.0] * len(SHAPES))
 
 
+def swin_t_linear_shapes():
+    """The ``nn.Linear`` weights of a Swin-T backbone (qkv, proj, fc1, fc2; patch merging)."""
+    shapes = []
+    for stage, (dim, depth) in enumerate(zip((96, 192, 384, 768), (2, 2, 6, 2))):
+        shapes += [(3 * dim, dim), (dim, dim), (4 * dim, dim), (dim, 4 * dim)] * depth
+        if stage < 3:
+            shapes.append((2 * dim, 4 * dim))
+    return shapes
+
+
 @pytest.mark.parametrize('method', ['maxq', 'srste'])
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64, torch.bfloat16])
-def test_resnet50_on_meta_is_sync_free_and_few_ops(method, dtype):
-    """Any host read raises on ``meta``; the whole ResNet-50 takes a fixed ~200 ops."""
-    shapes = resnet50_eligible_shapes(8)
+@pytest.mark.parametrize('model, shapes, max_ops', [
+    ('resnet50', resnet50_eligible_shapes(8), 280),  # measured 258-261
+    ('swin-t', swin_t_linear_shapes(), 260),  # measured 234-237
+])
+def test_on_meta_sync_free_and_few_ops(method, dtype, model, shapes, max_ops):
+    """Any host read raises on ``meta``; the count is fixed but for two views per weight."""
     plan = PackedMasks(shapes, 2, 8, method, 1e-2, 'meta', dtype)
     weights = [torch.empty(s, dtype=dtype, device='meta') for s in shapes]
     plan.masks(weights, [0.5] * len(shapes))
     with OpRecorder() as recorder:
         masks = plan.masks(weights, [0.5] * len(shapes))
     assert recorder.host_reads() == [] and recorder.float_cumsums() == []
-    # 52 views to pack, 52 to unpack, the rest is the same whatever the number of weights.
-    assert len(recorder.ops()) <= 250, len(recorder.ops())
+    # A view per weight to pack and one to unpack; the other ~155 ops (maxq; ~115 for srste)
+    # are the same whatever the number of weights.
+    assert len(recorder.ops()) <= max_ops, len(recorder.ops())
     assert [tuple(mk.shape) for mk in masks] == [tuple(s) for s in shapes]
     assert all(mk.dtype == dtype and mk.device.type == 'meta' for mk in masks)
 

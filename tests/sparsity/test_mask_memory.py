@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from mmdet_maxq.sparsity import _select, maxq_mask, nm_mask
+from mmdet_maxq.sparsity import maxq_mask, nm_mask
 
 
 def peak_extra_bytes(fn) -> int:
@@ -22,13 +22,6 @@ def peak_extra_bytes(fn) -> int:
     return peak
 
 
-@pytest.fixture
-def bracketed(monkeypatch):
-    """Send the rows and the block norms of a 256x256x3x3 conv through the bracket too."""
-    monkeypatch.setattr(_select, 'BRACKET_MIN_VECTOR', 1 << 12)
-    monkeypatch.setattr(_select, 'BRACKET_MIN_ROW', 1 << 12)
-
-
 # Weight-sized buffers: maxq_mask holds |W|, the keep marks, the block columns (a copy only
 # for kernels larger than 1x1) or a query's scratch, and P (3x3 only); nm_mask |W|, the
 # columns (3x3) and the marks, and returns them in the weight's layout.
@@ -39,7 +32,7 @@ def bracketed(monkeypatch):
     (nm_mask, (1024, 256, 1, 1), 3),
 ], ids=['maxq-3x3', 'maxq-1x1', 'nm-3x3', 'nm-1x1'])
 @pytest.mark.parametrize('preserve', [0.0, 0.5])
-def test_mask_peak_memory(bracketed, fn, shape, buffers, preserve):
+def test_mask_peak_memory(fn, shape, buffers, preserve):
     weight = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     peak = peak_extra_bytes(lambda: fn(weight, 2, 8, preserve))
     weight_bytes = weight.numel() * weight.element_size()

@@ -222,8 +222,8 @@ def test_dense_checkpoint_into_a_full_nm_fine_tune_warns(dense_classifier_checkp
                      'train_cfg.val_interval=2', 'train_dataloader.dataset.indices=2',
                      *data_options(synthetic_coco)], env=SINGLE_THREAD)
     log = proc.stdout + proc.stderr
-    assert log.count('DenseStartCheckHook: 52 sparse convs (e.g. \'backbone.layer1.0.conv1\') '
-                     'were loaded from a checkpoint without N:M masks') == 1
+    assert log.count('DenseStartCheckHook: 52 sparse layers (e.g. \'backbone.layer1.0.conv1\') '
+                     'were loaded from a checkpoint that is not sparse') == 1
     assert '*-incremental config' in log
 
 

@@ -1,4 +1,4 @@
-"""Export a deployed plain detector to ONNX Runtime with MMDeploy and check its N:M convs.
+"""Export a deployed plain detector to ONNX Runtime with MMDeploy and check its N:M layers.
 
 A manual check, not part of the project's set-up: it needs MMDeploy 1.3.1, ONNX and ONNX
 Runtime (see docs/deploy.md for the install into a separate folder on ``PYTHONPATH``). Input:
@@ -10,10 +10,14 @@ the files ``tools/deploy.py`` wrote (a plain MMDetection config with a top-level
 
 It writes ``OUT_DIR/end2end.onnx`` (and ``OUT_DIR/deploy_cfg.py``, the deploy config it used:
 MMDeploy's ``detection_onnxruntime_dynamic.py`` settings, written here because the MMDeploy
-wheel ships no configs), then checks that every conv that the checkpoint's meta lists as
-folded appears in the ONNX graph as a ``Conv`` initializer with the same shape and the same
-zero pattern, exactly N:M (the exporter may fold a BatchNorm into the conv: that scales each
-output channel, so the zeros stay where they are), and runs the graph in ONNX Runtime.
+wheel ships no configs), then checks that every layer that the checkpoint's meta lists as
+folded appears in the ONNX graph with the same shape and the same zero pattern, exactly N:M
+(the exporter may fold a BatchNorm into a conv: that scales each output channel, so the zeros
+stay where they are), and runs the graph in ONNX Runtime. A conv is the weight of a ``Conv``
+node; a linear layer the constant weight of a ``Gemm`` node (a 2-D input; stored ``(out,
+in)`` under ``transB=1``, else ``(in, out)``) or a ``MatMul`` node (a 3-D input such as a
+transformer's tokens; stored transposed, ``(in, out)``). The N:M blocks run along the input
+features, so a transposed weight is checked transposed back, along its first axis.
 
 ``--exporter mmdeploy`` calls ``mmdeploy.apis.torch2onnx`` unchanged. With torch 2.13 it fails:
 MMDeploy calls ``torch.onnx.export`` without ``dynamo=False``, and the default exporter is
@@ -27,12 +31,13 @@ import os
 import os.path as osp
 import sys
 import time
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 from mmengine.config import Config
 
+from mmdet_maxq.sparsity import nm_figures
 from mmdet_maxq.utils.config_utils import pipeline_test_scale
 
 DETECTION_POSTPROCESS = dict(score_threshold=0.05, confidence_threshold=0.005, iou_threshold=0.5,
@@ -138,12 +143,10 @@ def export_torchscript(image: np.ndarray, out_dir: str, deploy_cfg: Config, mode
 
 
 def _is_nm(weight: np.ndarray, n: int, m: int) -> bool:
-    """Every block of ``m`` consecutive input channels keeps at most ``n`` non-zeros."""
-    out_c, in_c = weight.shape[:2]
-    if in_c % m:
-        return False
-    blocks = np.moveaxis(weight, 1, -1).reshape(-1, in_c // m, m)
-    return bool(((blocks != 0).sum(-1) <= n).all())
+    """Every block of ``m`` consecutive input channels keeps at most ``n`` non-zeros (a
+    weight in the ``(out, in[, kh, kw])`` layout; see :func:`~mmdet_maxq.sparsity.nm_figures`).
+    """
+    return nm_figures(torch.from_numpy(np.ascontiguousarray(weight)), n, m).compliant
 
 
 def _module_name(node_name: str) -> str:
@@ -159,49 +162,89 @@ def _module_name(node_name: str) -> str:
     return '.'.join(parts)
 
 
-def _conv_weights(graph) -> Dict[str, np.ndarray]:
-    """Module name -> weight of every ``Conv`` node, through ``Identity`` / ``Constant`` nodes
-    (the exporter shares identical initializers between convs that way)."""
-    from onnx import numpy_helper
+def out_in_layout(op_type: str, weight: np.ndarray, trans_b: int = 0) -> Optional[np.ndarray]:
+    """The weight of a ``Conv`` / ``Gemm`` / ``MatMul`` node in the module's ``(out, in[, kh,
+    kw])`` layout, the one its N:M blocks are counted in (along axis 1), or None for a weight
+    that is no conv or linear weight.
+
+    Args:
+        op_type (str): The node's op type.
+        weight (ndarray): Its constant weight input (input 1).
+        trans_b (int): A ``Gemm`` node's ``transB`` attribute: 1 when the weight is stored
+            ``(out, in)`` (how ``nn.Linear`` exports on a 2-D input), 0 for ``(in, out)``.
+
+    Returns:
+        ndarray, optional: ``weight`` itself, or its transpose for a ``MatMul`` or a ``Gemm``
+        with ``transB=0`` (their constant is ``W.T``, ``(in, out)``).
+    """
+    if op_type == 'Conv':
+        return weight if weight.ndim == 4 else None
+    if op_type not in ('Gemm', 'MatMul') or weight.ndim != 2:
+        return None
+    return weight if op_type == 'Gemm' and trans_b else weight.T
+
+
+def _layer_weights(graph) -> Dict[str, np.ndarray]:
+    """Module name -> weight, in the ``(out, in[, kh, kw])`` layout (:func:`out_in_layout`),
+    of every ``Conv``, ``Gemm`` and ``MatMul`` node with a constant weight, followed through
+    ``Identity`` / ``Constant`` nodes (the exporter shares identical initializers between
+    layers that way) and 2-D ``Transpose`` nodes."""
+    from onnx import helper, numpy_helper
 
     inits = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
     producers = {out: node for node in graph.node for out in node.output}
 
     def resolve(name):
+        transposed = False
         while name not in inits and name in producers:
             node = producers[name]
             if node.op_type == 'Constant':
-                return numpy_helper.to_array(node.attribute[0].t)
-            if node.op_type != 'Identity':
+                value = numpy_helper.to_array(node.attribute[0].t)
+                return value.T if transposed else value
+            if node.op_type == 'Transpose':
+                perm = [helper.get_attribute_value(a) for a in node.attribute
+                        if a.name == 'perm']
+                if perm and list(perm[0]) != [1, 0]:
+                    return None
+                transposed = not transposed
+            elif node.op_type != 'Identity':
                 return None
             name = node.input[0]
-        return inits.get(name)
+        value = inits.get(name)
+        return value.T if transposed and value is not None else value
 
     weights = {}
     for node in graph.node:
-        if node.op_type == 'Conv' and len(node.input) > 1:
-            weight = resolve(node.input[1])
-            if weight is not None:
-                weights[_module_name(node.name)] = weight
+        if node.op_type not in ('Conv', 'Gemm', 'MatMul') or len(node.input) < 2:
+            continue
+        weight = resolve(node.input[1])
+        if weight is None:
+            continue
+        trans_b = [helper.get_attribute_value(a) for a in node.attribute if a.name == 'transB']
+        weight = out_in_layout(node.op_type, weight, trans_b[0] if trans_b else 0)
+        if weight is not None:
+            weights[_module_name(node.name)] = weight
     return weights
 
 
-def check_onnx_convs(onnx_path: str, state: Dict[str, torch.Tensor], folded: List[str], n: int,
-                     m: int) -> Dict:
-    """Find every folded conv in the ONNX graph and check its weight keeps the N:M pattern.
+def check_onnx_layers(onnx_path: str, state: Dict[str, torch.Tensor], folded: List[str], n: int,
+                      m: int) -> Dict:
+    """Find every folded conv and linear layer in the ONNX graph and check its weight keeps
+    the N:M pattern.
 
-    A folded conv passes when its ONNX weight has the same shape, is exactly N:M and is zero
-    wherever the folded weight is (the exporter folds the following BatchNorm into the conv,
-    which scales each output channel: the zeros stay, and a zero BatchNorm scale makes the
-    whole channel zero).
+    A folded layer passes when its ONNX weight, in the ``(out, in[, kh, kw])`` layout, has the
+    folded weight's shape, is exactly N:M and is zero wherever the folded weight is (the
+    exporter folds the following BatchNorm into a conv, which scales each output channel: the
+    zeros stay, and a zero BatchNorm scale makes the whole channel zero).
 
     Returns:
-        dict: ``convs`` (Conv nodes with a constant weight), ``kept`` (folded convs that pass),
-        ``same`` (of those, with exactly the folded zero pattern), ``failed`` (names).
+        dict: ``layers`` (Conv / Gemm / MatMul nodes with a constant weight), ``kept``
+        (folded layers that pass), ``same`` (of those, with exactly the folded zero pattern),
+        ``failed`` (names).
     """
     import onnx
 
-    weights = _conv_weights(onnx.load(onnx_path).graph)
+    weights = _layer_weights(onnx.load(onnx_path).graph)
     kept, same, failed = 0, 0, []
     for name in folded:
         zeros = state[name + '.weight'].numpy() == 0
@@ -212,7 +255,7 @@ def check_onnx_convs(onnx_path: str, state: Dict[str, torch.Tensor], folded: Lis
             continue
         kept += 1
         same += bool(np.array_equal(weight == 0, zeros))
-    return dict(convs=len(weights), kept=kept, same=same, failed=failed)
+    return dict(layers=len(weights), kept=kept, same=same, failed=failed)
 
 
 def run_onnxruntime(onnx_path: str, x: np.ndarray) -> Tuple[List[np.ndarray], List[str], float]:
@@ -287,11 +330,14 @@ def main(argv=None) -> int:
                                                      model_cfg, args.checkpoint)
     print(f'exported {onnx_path} ({osp.getsize(onnx_path) / 1e6:.1f} MB) in '
           f'{time.perf_counter() - start:.1f} s with {args.exporter}')
-    result = check_onnx_convs(onnx_path, saved['state_dict'], sparsity['folded_layers'],
-                              sparsity['n'], sparsity['m'])
-    print(f'ONNX Conv nodes with a constant weight: {result["convs"]}; folded convs exactly '
-          f'{sparsity["n"]}:{sparsity["m"]} with every pruned weight still zero: '
-          f'{result["kept"]} of {len(sparsity["folded_layers"])}, {result["same"]} with the '
+    folded = sparsity['folded_layers']
+    result = check_onnx_layers(onnx_path, saved['state_dict'], folded, sparsity['n'],
+                               sparsity['m'])
+    what = 'convs' if all(saved['state_dict'][name + '.weight'].dim() == 4
+                          for name in folded) else 'layers'
+    print(f'ONNX Conv / Gemm / MatMul nodes with a constant weight: {result["layers"]}; folded '
+          f'{what} exactly {sparsity["n"]}:{sparsity["m"]} with every pruned weight still zero: '
+          f'{result["kept"]} of {len(folded)}, {result["same"]} with the '
           'identical zero pattern' + ('' if result['same'] == result['kept'] else
                                       ', the others with whole channels zeroed by a folded '
                                       'BatchNorm of zero scale'))

@@ -9,8 +9,8 @@ from mmengine.hooks import Hook
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmdet_maxq.models.sparsify import set_preserve_rate
-from .sparsity_schedule_hook import SparsityScheduleHook
-from .utils import get_sparse_model
+from .sparsity_schedule_hook import scheduled_preserve_rate
+from .utils import get_sparse_model, starts_afresh
 
 
 def batch_norms(model: nn.Module) -> List[Tuple[str, _BatchNorm]]:
@@ -107,21 +107,11 @@ class BNRecalibrationHook(Hook):
         self.num_batches = num_batches
         self.used: Optional[int] = None
 
-    @staticmethod
-    def first_preserve_rate(runner) -> Optional[float]:
-        """The preserve rate the schedule hook gives the first iteration, if there is one."""
-        for hook in runner.hooks:
-            if isinstance(hook, SparsityScheduleHook):
-                # The schedule hook's own rule for counting epochs or iterations.
-                step = runner.epoch if hook._counts_epochs(runner) else runner.iter
-                return hook.rate_at(step)
-        return None
-
     def before_train(self, runner) -> None:
         model = get_sparse_model(runner, type(self).__name__)
-        if self.num_batches == 0 or runner.iter > 0 or getattr(runner, '_resume', False):
+        if self.num_batches == 0 or not starts_afresh(runner):
             return
-        preserve = self.first_preserve_rate(runner)
+        preserve = scheduled_preserve_rate(runner)
         if preserve is not None:
             set_preserve_rate(model, preserve)
         self.used = recalibrate_batch_norms(model, _tensor_forward(model),

@@ -9,27 +9,27 @@ from mmengine.hooks import Hook
 from mmdet_maxq.checkpoint.file_check import checkpoint_meta
 from mmdet_maxq.models.sparsify import sparse_layers
 from mmdet_maxq.utils.config_utils import pretrained_inits
-from .bn_recalibration_hook import BNRecalibrationHook
-from .utils import get_sparse_model
+from .sparsity_schedule_hook import scheduled_preserve_rate
+from .utils import get_sparse_model, starts_afresh
 
 
 @HOOKS.register_module()
 class DenseStartCheckHook(Hook):
-    """Warn (or refuse) when the sparse convs were loaded from a checkpoint without masks while
-    the schedule makes every block N:M from the first iteration (``start == end == 0``).
+    """Warn (or refuse) when the sparse layers were loaded from a dense checkpoint while the
+    schedule makes every block N:M from the first iteration (``start == end == 0``).
 
-    A checkpoint written by a sparse model (``SparseClassifier`` pretraining,
-    ``SparseDetector``) names its sparse layers in ``meta['sparsity']`` (older ones carry a
-    ``mask`` beside each sparse weight); a dense checkpoint (``torchvision://resnet50``, a
-    plain mmpretrain model) has neither. Pruning a dense
-    model to full N:M at once discards most of its weights, and its frozen BN statistics no
-    longer match. The check sees both what was loaded (a state-dict pre-hook on every sparse
-    conv, registered in ``before_run``, before the weights are loaded) and the schedule (in
-    ``before_train``). Checkpoints written by ``tools/convert_checkpoint.py`` hold raw
-    weights without masks; their ``meta`` says whether the source was sparse (it carried masks,
-    or its weights are N:M), so the layers a ``Pretrained`` init loads from such a conversion
-    count as sparse. A conversion of a sparse source without masks and without N:M weights
-    (e.g. raw torchvision-layout weights) cannot be told from a dense one and gets the warning.
+    Pruning a dense model (``torchvision://resnet50``, a plain mmpretrain model) to full N:M
+    at once discards most of its weights, and its frozen BN statistics no longer match. The
+    check sees both what was loaded (a state-dict pre-hook on every sparse layer, registered
+    in ``before_run``, before the weights are loaded) and the schedule (in ``before_train``).
+    A checkpoint counts as sparse when its ``meta`` says so: a sparse training run
+    (``SparseClassifier`` pretraining, ``SparseDetector``) records its sparse layers under
+    ``meta['sparsity']``, a ``tools/convert_checkpoint.py`` output whether its source was
+    sparse (it carried masks, or its weights are N:M). The layers that a ``Pretrained`` init
+    (or ``load_from``) loads from such a local file count as sparse, and so do layers loaded
+    with a ``mask`` entry (checkpoints of earlier versions). A conversion of a sparse source
+    without masks and without N:M weights (e.g. raw torchvision-layout weights) cannot be told
+    from a dense one and gets the warning.
 
     Args:
         refuse (bool): Raise a ``ValueError`` instead of warning. Defaults to False.
@@ -41,7 +41,7 @@ class DenseStartCheckHook(Hook):
         if not isinstance(refuse, bool):
             raise ValueError(f'DenseStartCheckHook: refuse must be True or False, got {refuse!r}')
         self.refuse = refuse
-        self.loaded: Dict[str, bool] = {}  # layer name -> its checkpoint carried a mask
+        self.loaded: Dict[str, bool] = {}  # layer name -> its state dict carried a mask
         self._handles: List = []
 
     def before_run(self, runner) -> None:
@@ -62,19 +62,20 @@ class DenseStartCheckHook(Hook):
         for handle in self._handles:
             handle.remove()
         self._handles = []
-        if runner.iter > 0 or getattr(runner, '_resume', False):
+        if not starts_afresh(runner):
             return
-        if BNRecalibrationHook.first_preserve_rate(runner) != 0.0:
+        if scheduled_preserve_rate(runner) != 0.0:
             return  # incremental: the preserve rate starts above 0
-        sparse_sources = _sparse_conversions(runner.cfg.get('model'))
+        sparse_sources = _sparse_sources(runner.cfg)
         dense = [name for name, masked in self.loaded.items()
                  if not masked and not name.startswith(sparse_sources)]
         if not dense:
             return
         message = (
-            f'DenseStartCheckHook: {len(dense)} sparse convs (e.g. {dense[0]!r}) were loaded '
-            'from a checkpoint without N:M masks (a dense checkpoint?), and the schedule makes '
-            'every block N:M from the first iteration (SparsityScheduleHook start == end == 0). '
+            f'DenseStartCheckHook: {len(dense)} sparse layers (e.g. {dense[0]!r}) were loaded '
+            'from a checkpoint that is not sparse (no meta[\'sparsity\'], no N:M masks: a dense '
+            'checkpoint?), and the schedule makes every block N:M from the first iteration '
+            '(SparsityScheduleHook start == end == 0). '
             'Start from a sparse ImageNet checkpoint (the one a SparseClassifier config writes, '
             'configs/imagenet/), or use an *-incremental config (preserve rate 1 -> 0 with BN '
             'recalibration) for a dense backbone')
@@ -83,25 +84,34 @@ class DenseStartCheckHook(Hook):
         runner.logger.warning(message)
 
 
-def _sparse_conversions(model_cfg) -> Tuple[str, ...]:
-    """Module-name prefixes (``'backbone.'``) that a ``Pretrained`` init loads from a sparse
-    source: a checkpoint a sparse model wrote (its masks are not saved; ``meta['sparsity']``
-    names its sparse layers) or a ``tools/convert_checkpoint.py`` output of a sparse source
-    (masked or N:M)."""
+def _local_meta(path: str) -> dict:
+    """The ``meta`` of a local checkpoint file; ``{}`` for remote, missing or unreadable ones
+    (MMEngine's loading reports those)."""
+    path = osp.expanduser(path)
+    if not osp.isfile(path):
+        return {}
+    try:
+        return checkpoint_meta(path)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError):
+        return {}
+
+
+def _is_sparse(meta: dict) -> bool:
+    """Whether a checkpoint's ``meta`` says its weights come from a sparse model."""
+    if (meta.get('sparsity') or {}).get('layers'):
+        return True  # a sparse training run (SparsityScheduleHook writes it)
+    return meta.get('converter') == 'mmdet_maxq.checkpoint.convert' and (
+        meta.get('masked_layers', 0) > 0 or bool(meta.get('nm_sparse')))
+
+
+def _sparse_sources(cfg) -> Tuple[str, ...]:
+    """Module-name prefixes (``'backbone.'``; ``''`` for the whole model) that a ``Pretrained``
+    init or ``load_from`` loads from a local checkpoint of a sparse model."""
     prefixes = []
-    for key, path in pretrained_inits(model_cfg, 'model'):
-        path = osp.expanduser(path)
-        if not osp.isfile(path):
-            continue  # remote (torchvision://, URLs) or missing: nothing to read here
-        try:
-            meta = checkpoint_meta(path)
-        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError):
-            continue  # unreadable: MMEngine's Pretrained init reports it
-        written_sparse = isinstance(meta.get('sparsity'), dict) and \
-            bool(meta['sparsity'].get('layers'))
-        converted_sparse = meta.get('converter') == 'mmdet_maxq.checkpoint.convert' and (
-            meta.get('masked_layers', 0) > 0 or meta.get('nm_sparse'))
-        if written_sparse or converted_sparse:
-            module = key[len('model.'):-len('init_cfg.checkpoint')]
-            prefixes.append(module)
+    for key, path in pretrained_inits(cfg.get('model'), 'model'):
+        if _is_sparse(_local_meta(path)):
+            prefixes.append(key[len('model.'):-len('init_cfg.checkpoint')])
+    load_from = cfg.get('load_from')
+    if isinstance(load_from, str) and _is_sparse(_local_meta(load_from)):
+        prefixes.append('')
     return tuple(prefixes)

@@ -9,6 +9,8 @@ from mmengine.dist import all_gather_object, get_world_size
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.registry import HOOKS
 
+from .utils import resuming
+
 # The meta keys this hook writes into a checkpoint.
 STATE_KEY = 'random_state'  # {rank: {'python', 'numpy', 'torch'[, 'cuda']}}
 SAMPLER_KEY = 'sampler_seed'  # the train sampler's seed (shuffle order)
@@ -106,7 +108,7 @@ class RandomStateHook(Hook):
     # -- resuming ----------------------------------------------------------------------------
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        if not getattr(runner, '_resume', False):
+        if not resuming(runner):
             return  # weights only (load_from / test): keep the configured seed
         meta = checkpoint.get('meta', {})
         states = meta.get(STATE_KEY) or {}

@@ -8,28 +8,29 @@ from mmdet.registry import HOOKS
 from mmengine.hooks import Hook
 
 from mmdet_maxq.models.sparsify import sparse_layers
-from mmdet_maxq.sparsity import nm_compliance
+from mmdet_maxq.sparsity import nm_figures
 from mmdet_maxq.utils.names import stage_prefix
 from .utils import get_sparse_model
 
 
 @torch.no_grad()
 def sparsity_figures(model: nn.Module) -> Dict[str, float]:
-    """Share of N:M blocks over all sparse convs and the weight sparsity of each stage.
+    """Share of N:M blocks over all sparse layers (convs and linear layers) and the weight
+    sparsity of each stage (:func:`~mmdet_maxq.utils.names.stage_prefix`).
 
-    Figures are of the effective weights ``W * S`` of the last forward (nothing recomputed).
-    They read values back to the host: call them at a logging interval, not every iteration.
+    Figures are of the effective weights ``W * S`` of the last forward (nothing recomputed),
+    from :func:`~mmdet_maxq.sparsity.nm_figures`. They read values back to the host (once per
+    layer): call them at a logging interval, not every iteration.
     """
     zeros, total = defaultdict(int), defaultdict(int)
-    nm_blocks = all_blocks = 0.0
-    for name, conv in sparse_layers(model):
-        weight = conv.weight.detach() * conv.mask
-        blocks = weight.numel() / conv.m
-        nm_blocks += nm_compliance(weight, conv.n, conv.m) * blocks
-        all_blocks += blocks
+    nm_blocks = all_blocks = 0
+    for name, layer in sparse_layers(model):
+        figures = nm_figures(layer.weight, layer.n, layer.m, mask=layer.mask)
+        nm_blocks += figures.nm_blocks
+        all_blocks += figures.blocks
         stage = stage_prefix(name)
-        zeros[stage] += int((weight == 0).sum())
-        total[stage] += weight.numel()
+        zeros[stage] += figures.zeros
+        total[stage] += figures.numel
     figures = {'sparsity/nm_blocks': nm_blocks / all_blocks if all_blocks else 0.0}
     figures.update({f'sparsity/{stage}': zeros[stage] / total[stage] for stage in total})
     return figures
@@ -41,7 +42,8 @@ class SparsityLoggerHook(Hook):
 
     Logged (under ``train/``, so the logger and every visualizer backend such as TensorBoard or
     W&B show them): ``sparsity/nm_blocks``, the share of weight blocks that are N:M, and
-    ``sparsity/<stage>``, the share of zero weights per stage (e.g. ``backbone.layer1``).
+    ``sparsity/<stage>``, the share of zero weights of the sparse convs and linear layers per
+    stage (e.g. ``backbone.layer1``, ``backbone.stages.0``).
 
     Args:
         interval (int): Iterations between two measurements; match the ``LoggerHook``

@@ -50,14 +50,15 @@ class SparsityScheduleHook(Hook):
         self.preserve: Optional[float] = None
         self.model: Optional[nn.Module] = None  # the sparse model, looked up in before_train
 
-    def _counts_epochs(self, runner) -> bool:
+    def counts_epochs(self, runner) -> bool:
+        """Whether ``start`` and ``end`` count epochs (else iterations) under ``runner``."""
         if self.by_epoch is not None:
             return self.by_epoch
         return not isinstance(runner.train_loop, IterBasedTrainLoop)
 
     def before_train(self, runner) -> None:
         self.model = get_sparse_model(runner, type(self).__name__)
-        by_epoch = self._counts_epochs(runner)
+        by_epoch = self.counts_epochs(runner)
         total = runner.max_epochs if by_epoch else runner.max_iters
         unit = 'max_epochs' if by_epoch else 'max_iters'
         if self.end > total:
@@ -70,9 +71,12 @@ class SparsityScheduleHook(Hook):
         """The schedule's preserve rate at ``step``."""
         return preserve_rate(self.kind, step, self.start, self.end)
 
+    def current_rate(self, runner) -> float:
+        """The preserve rate of ``runner``'s current epoch or iteration (:meth:`counts_epochs`)."""
+        return self.rate_at(runner.epoch if self.counts_epochs(runner) else runner.iter)
+
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        step = runner.epoch if self._counts_epochs(runner) else runner.iter
-        self.preserve = self.rate_at(step)
+        self.preserve = self.current_rate(runner)
         set_preserve_rate(self.model, self.preserve)
         runner.message_hub.update_scalar('train/preserve_rate', self.preserve)
 
@@ -92,3 +96,12 @@ class SparsityScheduleHook(Hook):
         self.preserve = float(saved['preserve'])
         # Called before the weights are loaded; the masks follow from them at the next forward.
         set_preserve_rate(get_sparse_model(runner, type(self).__name__), self.preserve)
+
+
+def scheduled_preserve_rate(runner) -> Optional[float]:
+    """The preserve rate ``runner``'s :class:`SparsityScheduleHook` gives its current step (the
+    first one, before training), or None when it has no such hook."""
+    for hook in runner.hooks:
+        if isinstance(hook, SparsityScheduleHook):
+            return hook.current_rate(runner)
+    return None

@@ -22,3 +22,18 @@ def get_sparse_model(runner, hook_name: str) -> nn.Module:
             f"{kind} sparse with model=dict(type='{entry}', {kind}='{cls.__name__}', "
             'sparsity=dict(...)) or remove the hook from custom_hooks')
     return model
+
+
+def resuming(runner) -> bool:
+    """Whether ``runner`` resumes a run (``resume=True``) rather than starting one or only
+    loading weights (``load_from``).
+
+    MMEngine's ``Runner`` keeps its ``resume`` argument only in the private ``_resume``; this is
+    the one place that reads it (a runner without it is taken as not resuming).
+    """
+    return bool(getattr(runner, '_resume', False))
+
+
+def starts_afresh(runner) -> bool:
+    """Whether ``runner`` trains from iteration 0, neither resuming nor continuing a run."""
+    return runner.iter == 0 and not resuming(runner)

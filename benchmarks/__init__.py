@@ -1,0 +1,2 @@
+"""Benchmark scripts (run as files: ``python benchmarks/NAME.py``); shared helpers in
+:mod:`benchmarks.timing`."""
