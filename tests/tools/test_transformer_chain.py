@@ -107,7 +107,7 @@ def test_deit_classifier_deploys_to_plain_mmpretrain(classifier_runs, synthetic_
     proc = run_tool(['tools/deploy.py', CLASSIFIERS['deit'][0], osp.join(work, 'epoch_2.pth'),
                      str(out), '--cfg-options', *imagenet_options(synthetic_imagenet64)],
                     env=SINGLE_THREAD)
-    assert '8 of 8 folded convs exactly 2:4' in _log(proc)
+    assert '8 of 8 folded layers exactly 2:4' in _log(proc)
     state = torch.load(out, map_location='cpu', weights_only=True)['state_dict']
     linear = [k for k in state if re.match(r'backbone\.layers\.\d\.(attn\.(qkv|proj)|'
                                            r'ffn\.layers\.(0\.0|1))\.weight$', k)]
@@ -167,7 +167,7 @@ def test_swin_detector_tests_and_deploys(swin_detector_run, synthetic_coco, tmp_
     proc = run_tool(['tools/deploy.py', SWIN_DETECTOR, trained, str(out), '--num-images', '2',
                      '--cfg-options', INIT + checkpoint, 'model.test_cfg.rcnn.score_thr=0.0',
                      *data_options(synthetic_coco)], env=SINGLE_THREAD)
-    assert '35 of 35 folded convs exactly 2:4' in _log(proc)
+    assert '35 of 35 folded layers exactly 2:4' in _log(proc)
     state = torch.load(out, map_location='cpu', weights_only=True)['state_dict']
     linear = [k for k, v in state.items() if k.startswith('backbone.stages.') and
               k.endswith('.weight') and v.dim() == 2]
@@ -229,7 +229,7 @@ def test_dino_tests_and_deploys(dino_run, synthetic_coco, tmp_path):
     out = tmp_path / 'deploy' / 'dino.pth'
     proc = run_tool(['tools/deploy.py', DINO, trained, str(out), '--num-images', '2',
                      '--cfg-options', *data_options(synthetic_coco)], env=SINGLE_THREAD)
-    assert '72 of 72 folded convs exactly 2:4' in _log(proc)
+    assert '72 of 72 folded layers exactly 2:4' in _log(proc)
     # The written config is the user's: no keys DINO's constructor wrote into bbox_head.
     plain = Config.fromfile(str(out.with_suffix('.py')))
     assert plain.model.type == 'DINO'
