@@ -47,6 +47,14 @@ def _log(proc):
     return proc.stdout + proc.stderr
 
 
+def _losses(log):
+    """The total losses the training log printed (each must be a finite number)."""
+    losses = re.findall(r'Epoch\(train\).*?  loss: (\S+)', log)
+    assert losses, log[-2000:]
+    assert all(float(loss) == float(loss) and float(loss) < 1e4 for loss in losses), losses
+    return [float(loss) for loss in losses]
+
+
 @pytest.fixture(scope='module')
 def synthetic_imagenet64(tmp_path_factory):
     """4 classes, 8 training and 2 validation images each, 64 px (Swin's patch 4 and four
@@ -89,6 +97,7 @@ def test_classifier_trains_2of4_under_mmpretrains_tools(name, classifier_runs):
     assert re.search(r'preserve_rate: 1\.0+', log) and re.search(r'preserve_rate: 0\.0+', log)
     assert 'sparsity/nm_blocks: 1.0000' in log
     assert re.search(r'accuracy/top1: [0-9.]+', log)
+    _losses(log)
     state = torch.load(osp.join(work, 'epoch_2.pth'), map_location='cpu', weights_only=True)
     assert state['meta']['sparsity_schedule']['preserve'] == 0.0
     masks = checkpoint_masks(state)
@@ -152,6 +161,7 @@ def test_swin_detector_starts_from_the_classifier(swin_detector_run):
     assert '0 convs sparse, 35 linear layers sparse' in log
     assert 'decoupled (AdamW)' in log
     assert 'DenseStartCheckHook:' not in log  # a sparse classifier's checkpoint
+    _losses(log)
     assert Config.fromfile(osp.join(work, osp.basename(SWIN_DETECTOR))).model.backbone.with_cp
     _check_backbone_loaded(checkpoint, osp.join(work, 'epoch_1.pth'))
 
@@ -194,6 +204,7 @@ def test_convnext_detector_from_the_classifier_under_the_projects_tools(
                     env=SINGLE_THREAD)
     log = _log(proc)
     assert '3 convs sparse, 10 linear layers sparse' in log
+    _losses(log)
     assert 'DenseStartCheckHook:' not in log
     # MMEngine's Pretrained init: only the detector's own output norms are missing.
     assert 'missing keys in source state_dict: ' + ', '.join(NEW_NORMS) in log
@@ -218,6 +229,7 @@ def test_dino_trains_with_sparse_encoder_and_decoder(dino_run):
     assert log.count('(its weight is read by nn.MultiheadAttention.forward without calling '
                      'it)') >= 2
     assert 'sparse layers were not called' not in log
+    _losses(log)
 
 
 def test_dino_tests_and_deploys(dino_run, synthetic_coco, tmp_path):
