@@ -36,6 +36,7 @@ import mmdet_maxq  # noqa: F401
 from mmdet_maxq.cli import load_config
 from mmdet_maxq.engine.hooks import SRSTEDecayHook
 from mmdet_maxq.models import refresh_masks, set_preserve_rate, sparse_layers
+from mmdet_maxq.utils.config_utils import model_config
 
 METHODS = ('dense', 'srste', 'maxq')
 CONFIG = 'configs/maxq/faster-rcnn_r50-maxq-2of8_fpn_1x_coco.py'
@@ -72,7 +73,7 @@ def build(method, args):
     if args.cuda_graph and method != 'dense':
         cfg.model.sparsity['cuda_graph'] = True
     torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
+    model = MODELS.build(model_config(cfg))
     model.init_weights()
     model.to(args.device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)

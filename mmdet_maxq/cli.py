@@ -3,6 +3,7 @@
 Each check raises :class:`CliError`, a ``SystemExit`` whose message names the path and the fix,
 so a tool stops before it writes anything.
 """
+import fnmatch
 import os.path as osp
 import pickle
 import re
@@ -11,7 +12,7 @@ from typing import Iterator, List, Optional
 from mmengine.config import Config
 
 from mmdet_maxq.checkpoint.file_check import checkpoint_file_problem, checkpoint_meta
-from mmdet_maxq.utils.config_utils import pretrained_inits
+from mmdet_maxq.utils.config_utils import model_config, pretrained_inits
 from mmdet_maxq.utils.warnings_filter import silence_known_warnings
 
 # ``scheme://``: URLs and remote storage that MMEngine reads itself (http, https, s3, petrel,
@@ -141,7 +142,7 @@ def _check_pretrained_shapes(cfg: Config, inits) -> None:
     from mmengine.registry import MODELS, init_default_scope
 
     init_default_scope(cfg.get('default_scope', 'mmdet'))
-    model = MODELS.build(cfg.model)
+    model = MODELS.build(model_config(cfg))
     for key, path in inits:
         module_path = key[len('model.'):-len('.init_cfg.checkpoint')]
         init = cfg.model
@@ -164,7 +165,14 @@ def _check_pretrained_shapes(cfg: Config, inits) -> None:
         wrong = [f'{k}: checkpoint {tuple(v.shape)}, model {tuple(expected[k].shape)}'
                  for k, v in state.items() if k in expected and
                  isinstance(v, torch.Tensor) and v.shape != expected[k].shape]
-        missing = [k for k in expected if k not in state]
+        new_keys = _declared_new_keys(cfg, module_path)
+        missing = [k for k in expected if k not in state
+                   and not any(fnmatch.fnmatchcase(k, p) for p in new_keys)]
+        idle = [p for p in new_keys if not any(
+            fnmatch.fnmatchcase(k, p) for k in expected if k not in state)]
+        if idle:
+            raise CliError(f'pretrained_new_keys[{module_path!r}]: {idle} match no key of '
+                           f'{module_path} that {path!r} lacks; remove them')
         unexpected = [k for k in state if k not in expected and not (
             k.endswith('.mask') and k[:-len('mask')] + 'weight' in expected)]
         if wrong or missing or unexpected:
@@ -176,6 +184,22 @@ def _check_pretrained_shapes(cfg: Config, inits) -> None:
                 f'({type(module).__name__}): ' + ', '.join(parts) + '. The checkpoint is of '
                 'another depth or width: set the config\'s depth / base_channels to the '
                 "checkpoint's, or use a checkpoint of this architecture")
+
+
+def _declared_new_keys(cfg: Config, module_path: str) -> List[str]:
+    """Patterns of ``module_path``'s keys that its checkpoint lacks by design.
+
+    A config declares them in ``pretrained_new_keys = dict(backbone=['norm0.*', ...])``: e.g.
+    a detector's backbone has an output norm per FPN level where the classifier whose
+    checkpoint initialises it has one after its last stage. Every other key must load.
+    """
+    declared = cfg.get('pretrained_new_keys') or {}
+    if not isinstance(declared, dict) or not all(
+            isinstance(v, (list, tuple)) and all(isinstance(p, str) for p in v)
+            for v in declared.values()):
+        raise CliError('pretrained_new_keys must be a dict of module path -> list of key '
+                       f"patterns, e.g. dict(backbone=['norm0.*']), got {declared!r}")
+    return list(declared.get(module_path, ()))
 
 
 def setup_cpu_distributed(cfg: Config) -> None:

@@ -32,6 +32,7 @@ from mmdet_maxq.deploy import (CLASSIFIER, DEFAULT_TOLERANCE, DeployError, Verif
                                VerificationReport, check_sparse_config, deploy_paths,
                                export_verified)
 from mmdet_maxq.models import SparseConv2d, sparse_layers, sparsity_settings
+from mmdet_maxq.utils.config_utils import model_config
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -150,7 +151,9 @@ def main(argv=None):
         raise CliError(f'{args.config}: {kind.sparse_type} is not registered in '
                        f'{kind.package}.registry.MODELS; this install of mmdet_maxq cannot '
                        f'build a sparse {kind.name}')
-    model = registry.build(cfg.model)
+    # A copy (DETR-family constructors write into their bbox_head dict, and the config is
+    # written out below), with the top-level data_preprocessor as the Runner merges it.
+    model = registry.build(model_config(cfg))
     if sparsity_settings(model) is None:
         raise CliError(f'{args.config} builds a plain {type(model).__name__}, not a sparse '
                        f'{kind.name}')

@@ -21,7 +21,7 @@ from mmdet_maxq.cli import CliError, check_checkpoint_file, load_config
 from mmdet_maxq.deploy.kinds import find_sparse_kind
 from mmdet_maxq.models import refresh_masks, sparse_layers, sparsity_settings
 from mmdet_maxq.utils.atomic import check_new_path, write_new_file
-from mmdet_maxq.utils.config_utils import pipeline_test_scale
+from mmdet_maxq.utils.config_utils import model_config, pipeline_test_scale
 
 
 def parse_args(argv=None):
@@ -98,7 +98,7 @@ def main(argv=None):
         raise CliError(f'{args.config} is not a SparseDetector or SparseClassifier config; '
                        'nothing to report')
     init_default_scope(cfg.get('default_scope', kind.package))
-    model = kind.registry().build(cfg.model)
+    model = kind.registry().build(model_config(cfg))
     load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True, logger='current')
     settings = sparsity_settings(model)
     if settings is None:

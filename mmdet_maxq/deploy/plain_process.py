@@ -93,7 +93,12 @@ def _plain_run(config_path: str, checkpoint_path: str, batches_path: str, packag
         stage = 'build'
         init_default_scope(cfg.get('default_scope', package))
         registry = importlib.import_module(f'{package}.registry')
-        model = registry.MODELS.build(cfg.model)
+        # As MMEngine's Runner builds it: from a copy (DETR-family constructors write into
+        # their bbox_head dict), with the top-level data_preprocessor merged in (mmpretrain).
+        model_cfg = copy.deepcopy(cfg.model)
+        if cfg.get('data_preprocessor') is not None:
+            model_cfg.setdefault('data_preprocessor', copy.deepcopy(cfg.data_preprocessor))
+        model = registry.MODELS.build(model_cfg)
         stage = 'checkpoint'
         checkpoint = torch.load(checkpoint_path, map_location='cpu', weights_only=True)
         state = checkpoint['state_dict']

@@ -15,6 +15,7 @@ attributes, so the toolbox's hooks that use them work unchanged, and its checkpo
 the model's own (masks follow from the weights), so a plain checkpoint loads into it with
 MMEngine's usual key report.
 """
+import copy
 from typing import Optional, Union
 
 import torch.nn as nn
@@ -69,7 +70,10 @@ def build_sparse_model(registry: Registry,
             f"model=dict(type='{type_name}', {kind}='{_example(kind)}', sparsity=dict(...)) "
             f'(got {kind}={model!r})')
     settings = SparsitySettings.from_cfg(sparsity)
-    built = registry.build(cfg)
+    # A deep copy: the dicts under cfg are the caller's config, and some constructors write
+    # into theirs (DETR-family detectors set share_pred_layer, num_pred_layer and
+    # as_two_stage in bbox_head), which a config written out afterwards would carry.
+    built = registry.build(copy.deepcopy(cfg))
     report = sparsify(built, settings)
     built.sparsify_report = report
     print_log(f'{type_name}: {type(built).__name__} with method={settings.method} '

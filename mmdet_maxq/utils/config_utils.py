@@ -1,4 +1,5 @@
 """Config look-ups shared by the tools and the deploy verification."""
+import copy
 from typing import Iterator, List, Optional, Tuple
 
 from mmengine.config import Config
@@ -74,3 +75,25 @@ def pretrained_inits(cfg, key: str = 'model') -> Iterator[Tuple[str, str]]:
     elif isinstance(cfg, (list, tuple)):
         for idx, value in enumerate(cfg):
             yield from pretrained_inits(value, f'{key}.{idx}')
+
+
+def model_config(cfg) -> dict:
+    """``cfg.model`` as MMEngine's Runner builds it, as a deep copy.
+
+    A copy, because some constructors write into the dicts they get (DETR-family detectors
+    set ``share_pred_layer``, ``num_pred_layer`` and ``as_two_stage`` in ``bbox_head``) and
+    the config may be written out afterwards. The top-level ``data_preprocessor`` (where
+    mmpretrain configs keep it: ``num_classes`` for the one-hot labels of Mixup / CutMix) is
+    merged in unless the model has its own, as the Runner does.
+
+    Args:
+        cfg (Config | dict): The full config.
+
+    Returns:
+        dict: A new model config.
+    """
+    model = copy.deepcopy(cfg['model'])
+    preprocessor = cfg.get('data_preprocessor')
+    if isinstance(model, dict) and preprocessor is not None:
+        model.setdefault('data_preprocessor', copy.deepcopy(preprocessor))
+    return model

@@ -3,6 +3,7 @@
 Models are built without ``init_weights``: the sparse ImageNet checkpoints the configs name do
 not exist here, and building must not need them. All 15 R-50 detectors build in about 4 s.
 """
+import copy
 import glob
 import os.path as osp
 import re
@@ -15,10 +16,18 @@ from mmengine.registry import init_default_scope
 
 import mmdet_maxq  # noqa: F401
 from mmdet_maxq.deploy import plain_config
-from mmdet_maxq.models import SparseConv2d, sparsity_settings
+from mmdet_maxq.models import SparseConv2d, SparseLinear, sparse_layers, sparsity_settings
 from ..conftest import REPO
 
 CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', 'maxq', '*.py')))
+# The transformer-family configs (checked by test_transformer_family_config below): detector,
+# sparse convs, sparse linear layers, the weight decay of MMDetection's AdamW recipe.
+TRANSFORMER_FAMILY = {
+    'mask-rcnn_swin-t-p4-w7-maxq-2of4_fpn_1x_coco.py': ('MaskRCNN', 0, 51, 0.05),
+    'mask-rcnn_convnext-t-p4-w7-maxq-2of4_fpn_amp-ms-crop-3x_coco.py': ('MaskRCNN', 3, 36, 0.05),
+    'dino-4scale_r50-maxq-2of4_8xb2-12e_coco.py': ('DINO', 52, 74, 1e-4),
+}
+R50_FPN = [p for p in CONFIGS if osp.basename(p) not in TRANSFORMER_FAMILY]
 NAME = re.compile(r'^(?P<detector>[a-z-]+)_r50(?:-caffe)?-(?P<method>maxq|srste)-'
                   r'(?P<n>\d+)of(?P<m>\d+)(?P<incremental>-incremental)?_')
 DETECTORS = {'faster-rcnn': 'FasterRCNN', 'mask-rcnn': 'MaskRCNN', 'retinanet': 'RetinaNet',
@@ -32,10 +41,11 @@ def test_the_expected_configs_exist():
     names = {osp.basename(path) for path in CONFIGS}
     for detector in ('retinanet_r50', 'fcos_r50', 'cascade-mask-rcnn_r50'):
         assert any(name.startswith(detector + '-maxq-2of8') for name in names), detector
-    assert len(CONFIGS) >= 15
+    assert len(R50_FPN) >= 15
+    assert set(TRANSFORMER_FAMILY) <= names
 
 
-@pytest.mark.parametrize('path', CONFIGS, ids=osp.basename)
+@pytest.mark.parametrize('path', R50_FPN, ids=osp.basename)
 def test_config_builds_the_named_sparse_detector(path):
     hit = NAME.match(osp.basename(path))
     assert hit, f'{osp.basename(path)} does not follow DETECTOR_r50-METHOD-NofM_...'
@@ -73,17 +83,60 @@ def test_config_builds_the_named_sparse_detector(path):
                    model.named_modules() if not name.startswith('backbone.'))
 
 
+@pytest.mark.parametrize('name', sorted(TRANSFORMER_FAMILY))
+def test_transformer_family_config(name, one_thread):
+    detector, convs, linears, weight_decay = TRANSFORMER_FAMILY[name]
+    cfg = Config.fromfile(osp.join(REPO, 'configs', 'maxq', name))
+    assert (cfg.model.type, cfg.model.detector) == ('SparseDetector', detector)
+    # MMDetection's recipe is kept: AdamW with its weight decay.
+    assert (cfg.optim_wrapper.optimizer.type, cfg.optim_wrapper.optimizer.weight_decay) == \
+        ('AdamW', weight_decay)
+    hooks = {h.type: h for h in cfg.custom_hooks}
+    assert hooks['SparsityScheduleHook'].start == hooks['SparsityScheduleHook'].end == 0
+    assert (hooks['SRSTEDecayHook'].decay, hooks['SRSTEDecayHook'].mode) == \
+        (2 * weight_decay, 'decoupled')
+    assert 'mmdet_maxq' in cfg.custom_imports.imports
+    init = cfg.model.backbone.init_cfg
+    assert (init.type, init.checkpoint) == ('Pretrained', cfg.sparse_imagenet_checkpoint)
+    init_default_scope('mmdet')
+    before = copy.deepcopy(cfg.model)
+    model = MODELS.build(cfg.model)
+    assert cfg.model == before  # built from a copy: DINO writes into its bbox_head dict
+    assert type(model).__name__ == detector
+    layers = sparse_layers(model)
+    assert (sum(isinstance(mod, SparseConv2d) for _, mod in layers),
+            sum(isinstance(mod, SparseLinear) for _, mod in layers)) == (convs, linears)
+    assert all((mod.n, mod.m, mod.method) == (2, 4, 'maxq') for _, mod in layers)
+    if detector == 'DINO':
+        names = {name for name, _ in layers}
+        assert not [n for n in names if not n.startswith(('backbone.', 'encoder.', 'decoder.'))]
+        assert 'decoder.layers.0.cross_attn.sampling_offsets' in names
+        assert 'decoder.layers.0.self_attn.attn.out_proj' not in names  # read by MHA
+    else:
+        assert all(name.startswith('backbone.') for name, _ in layers)
+        assert cfg.pretrained_new_keys == dict(backbone=['norm0.*', 'norm1.*', 'norm2.*'])
+
+
+def _detector_type(path: str) -> str:
+    name = osp.basename(path)
+    if name in TRANSFORMER_FAMILY:
+        return TRANSFORMER_FAMILY[name][0]
+    return DETECTORS[NAME.match(name)['detector']]
+
+
 @pytest.mark.parametrize('path', CONFIGS, ids=osp.basename)
 def test_deploy_writes_a_plain_config_that_parses_back(path, tmp_path):
     cfg = Config.fromfile(path)
     plain_config(cfg).dump(str(tmp_path / 'plain.py'))
     back = Config.fromfile(str(tmp_path / 'plain.py'))
-    assert back.model.type == DETECTORS[NAME.match(osp.basename(path))['detector']]
+    assert back.model.type == _detector_type(path)
     assert back.model.backbone == cfg.model.backbone
     assert 'sparsity' not in back.model and 'detector' not in back.model
     # A plain deploy needs nothing but MMDetection: none of this package's imports or hooks.
     assert not back.get('custom_hooks')
-    assert 'custom_imports' not in back
+    # ConvNeXt's detector keeps MMDetection's own import of mmpretrain.models.
+    assert back.get('custom_imports', {}).get('imports', []) == \
+        [i for i in cfg.custom_imports.imports if i != 'mmdet_maxq']
     assert back.train_dataloader == cfg.train_dataloader
 
 

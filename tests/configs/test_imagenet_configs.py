@@ -10,10 +10,18 @@ from mmengine.registry import DefaultScope
 from mmpretrain.registry import MODELS
 
 import mmdet_maxq  # noqa: F401
-from mmdet_maxq.models import SparseConv2d, sparse_layers, sparsity_settings
+from mmdet_maxq.models import SparseConv2d, SparseLinear, sparse_layers, sparsity_settings
 from ..conftest import REPO
 
-CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', 'imagenet', '*.py')))
+# The transformer-family configs keep mmpretrain's own recipes (checked below): the sparse
+# convs and linear layers of each backbone, the epochs, and the base config's weight decay.
+TRANSFORMER_FAMILY = {
+    'swin-tiny-maxq-2of4_16xb64_in1k.py': (0, 51, 300, 0.05),
+    'convnext-tiny-maxq-2of4_32xb128_in1k.py': (3, 36, 300, 0.05),
+    'deit-small-maxq-2of4_4xb256_in1k.py': (0, 48, 300, 0.05),
+}
+CONFIGS = sorted(p for p in glob.glob(osp.join(REPO, 'configs', 'imagenet', '*.py'))
+                 if osp.basename(p) not in TRANSFORMER_FAMILY)
 NAME = re.compile(r'^(?P<arch>resnet(?P<depth>\d+)|mobilenet-v2)-(?P<method>maxq|srste)-'
                   r'(?P<n>\d+)of(?P<m>\d+)_8xb32_in1k\.py$')
 EXPECTED = {'resnet50-maxq-2of4', 'resnet50-maxq-1of4', 'resnet50-maxq-2of8',
@@ -74,3 +82,45 @@ def test_recipe_and_model(path, one_thread):
             assert conv.in_channels // conv.groups in (1, 3), name
     if hit['depth']:
         assert isinstance(model.backbone.layer2[0].downsample[0], SparseConv2d)
+
+
+@pytest.mark.parametrize('name', sorted(TRANSFORMER_FAMILY))
+def test_transformer_family_recipe_and_model(name, one_thread):
+    convs, linears, epochs, weight_decay = TRANSFORMER_FAMILY[name]
+    path = osp.join(REPO, 'configs', 'imagenet', name)
+    cfg = Config.fromfile(path)
+    assert cfg.default_scope == 'mmpretrain'
+    assert 'mmdet_maxq' in cfg.custom_imports.imports
+    # mmpretrain's recipe, untouched: AdamW, its epochs, warm-up then cosine.
+    assert cfg.train_cfg.max_epochs == epochs
+    assert (cfg.optim_wrapper.optimizer.type, cfg.optim_wrapper.optimizer.weight_decay) == \
+        ('AdamW', weight_decay)
+    assert [s.type for s in cfg.param_scheduler] == ['LinearLR', 'CosineAnnealingLR']
+    hooks = {h.type: h for h in cfg.custom_hooks}
+    schedule = hooks['SparsityScheduleHook']
+    assert (schedule.kind, schedule.start, schedule.end, schedule.by_epoch) == \
+        ('linear', 0, epochs // 4, True)
+    assert (hooks['SRSTEDecayHook'].decay, hooks['SRSTEDecayHook'].mode) == \
+        (2 * weight_decay, 'decoupled')
+    assert {'SparsityLoggerHook', 'RandomStateHook'} <= set(hooks)
+    if name.startswith('convnext'):
+        assert 'EMAHook' in hooks  # the recipe's own
+    model = MODELS.build(cfg.model)
+    assert type(model).__name__ == 'ImageClassifier'
+    layers = sparse_layers(model)
+    assert (sum(isinstance(mod, SparseConv2d) for _, mod in layers),
+            sum(isinstance(mod, SparseLinear) for _, mod in layers)) == (convs, linears)
+    assert all(name.startswith('backbone.') for name, _ in layers)
+    assert all((mod.n, mod.m, mod.method) == (2, 4, 'maxq') for _, mod in layers)
+    dense = model.sparsify_report.dense
+    assert all('not divisible by M=4' in reason for reason in dense.values())
+    if name.startswith('swin'):
+        assert isinstance(model.backbone.stages[0].downsample.reduction, SparseLinear)
+        assert list(dense) == ['backbone.patch_embed.projection']
+    elif name.startswith('convnext'):
+        assert isinstance(model.backbone.downsample_layers[1][1], SparseConv2d)
+        assert set(dense) == {'backbone.downsample_layers.0.0'} | {
+            f'backbone.stages.{i}.{j}.depthwise_conv'
+            for i, depth in enumerate((3, 3, 9, 3)) for j in range(depth)}
+    else:
+        assert list(dense) == ['backbone.patch_embed.projection']

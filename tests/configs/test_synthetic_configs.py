@@ -19,10 +19,11 @@ from mmdet_maxq.models import sparse_layers, sparsity_settings
 from ..conftest import REPO
 
 CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', 'synthetic', '*.py')))
-NAME = re.compile(r'^(?P<detector>[a-z-]+)_(?:r\d+-)?tiny(?:-(?P<method>maxq|srste|dense)'
+NAME = re.compile(r'^(?P<detector>[a-z0-9-]+)_(?:(?:r\d+|swin-t|convnext-t)-)?tiny'
+                  r'(?:-(?P<method>maxq|srste|dense)'
                   r'(?:-(?P<n>\d+)of(?P<m>\d+))?(?:-(?P<variant>[a-z-]+))?)?_')
 DETECTORS = {'faster-rcnn': 'FasterRCNN', 'mask-rcnn': 'MaskRCNN', 'retinanet': 'RetinaNet',
-             'yolox': 'YOLOX'}
+             'yolox': 'YOLOX', 'dino-4scale': 'DINO'}
 
 
 def _detection_configs():
@@ -58,7 +59,14 @@ def test_config_builds_the_named_detector(path):
         return
     n, m = int(hit['n']), int(hit['m'])
     assert convs and all((c.n, c.m, c.method) == (n, m, hit['method']) for _, c in convs)
-    assert all(name.startswith('backbone.') for name, _ in convs)
-    # The paper's pruned-weight decay on every sparse config, MaxQ included.
-    assert hooks['SRSTEDecayHook']['decay'] == 2e-4
+    prefixes = tuple(p.rstrip('*') for p in cfg.model.sparsity.layers)
+    assert all(name.startswith(prefixes) for name, _ in convs)
+    # The paper's pruned-weight decay on every sparse config, MaxQ included: 2e-4 added to
+    # the gradient under SGD, decoupled at twice the weight decay under AdamW.
+    optimizer = cfg.optim_wrapper.optimizer
+    if optimizer.type == 'AdamW':
+        assert (hooks['SRSTEDecayHook']['decay'], hooks['SRSTEDecayHook']['mode']) == \
+            (2 * optimizer.weight_decay, 'decoupled')
+    else:
+        assert hooks['SRSTEDecayHook']['decay'] == 2e-4
     assert 'SparsityScheduleHook' in hooks and 'SparsityLoggerHook' in hooks

@@ -7,7 +7,7 @@ from mmengine.config import Config
 
 from mmdet_maxq.deploy import DeployError, check_nm_layers, compare_one, plain_config
 from mmdet_maxq.deploy.plain_process import exact_float32
-from mmdet_maxq.utils.config_utils import find_test_pipeline, pipeline_test_scale
+from mmdet_maxq.utils.config_utils import find_test_pipeline, model_config, pipeline_test_scale
 from ..conftest import REPO, SHORT_MAXQ_CONFIG
 
 MAXQ = osp.join(REPO, SHORT_MAXQ_CONFIG)
@@ -155,3 +155,27 @@ def test_nm_check_of_folded_conv_and_linear_weights():
     assert rows[0].shape == (4, 8, 3, 3) and rows[0].sparsity == pytest.approx(0.75)
     # The transpose of a compliant linear weight is not N:M along its own input axis.
     assert not check_nm_layers({'t.weight': across.t().contiguous()}, ['t'], 1, 8)[0].compliant
+
+
+def test_model_config_is_a_copy_with_the_top_level_preprocessor():
+    """Tools build from model_config(cfg): DETR constructors write into the dicts they get,
+    and mmpretrain configs keep data_preprocessor (num_classes for Mixup) at the top level."""
+    from mmdet.registry import MODELS
+    from mmengine.registry import DefaultScope
+
+    cfg = Config.fromfile(osp.join(REPO, 'configs', 'synthetic',
+                                   'dino-4scale_r50-tiny-maxq-2of4_synthetic.py'))
+    cfg.data_preprocessor = cfg.model.pop('data_preprocessor')  # as mmpretrain keeps it
+    built = model_config(cfg)
+    assert built == dict(cfg.model, data_preprocessor=cfg.data_preprocessor)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        plain = dict(built, type='DINO')
+        del plain['sparsity'], plain['detector']
+        MODELS.build(plain)  # a plain DINO writes into the dict it gets ...
+        assert 'share_pred_layer' in plain['bbox_head']
+        MODELS.build(model_config(cfg))  # ... but not into the config
+    assert not {'share_pred_layer', 'num_pred_layer'} & set(cfg.model.bbox_head)
+    assert 'data_preprocessor' not in cfg.model
+    # A model's own data_preprocessor wins, as in MMEngine's Runner.
+    cfg.model.data_preprocessor = dict(type='DetDataPreprocessor')
+    assert model_config(cfg)['data_preprocessor'] == dict(type='DetDataPreprocessor')

@@ -11,7 +11,7 @@ import mmdet_maxq  # noqa: F401
 from mmdet_maxq.engine.hooks import SparsityLoggerHook, SparsityScheduleHook, SRSTEDecayHook
 from mmdet_maxq.engine.hooks.sparsity_schedule_hook import scheduled_preserve_rate
 from mmdet_maxq.engine.model_wrappers import DeviceAwareDDP
-from mmdet_maxq.models import SparseConv2d, SparsitySettings
+from mmdet_maxq.models import SparseConv2d, SparseLinear, SparsitySettings
 from mmdet_maxq.models.sparsify import SETTINGS_ATTR
 
 
@@ -163,3 +163,111 @@ def test_decay_is_a_fixed_number_of_foreach_ops():
         assert recorder.host_reads() == []
         counts.append(len(recorder.ops()))
     assert counts[0] == counts[1] <= 12, counts
+
+
+class TinySparseLinear(nn.Module):
+    """A sparsified model with one SparseLinear (the transformer layers' type)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = SparseLinear.convert_from(nn.Linear(16, 8), 2, 4, method='maxq')
+        setattr(self, SETTINGS_ATTR, SparsitySettings(method='maxq', n=2, m=4))
+
+
+@pytest.mark.parametrize('make, expected', [
+    (lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9), 'grad'),
+    (lambda p: torch.optim.Adam(p, lr=0.1), 'decoupled'),
+    (lambda p: torch.optim.AdamW(p, lr=0.1), 'decoupled'),
+    (lambda p: torch.optim.AdamW(p, lr=0.1, fused=True), 'decoupled'),
+    (lambda p: torch.optim.RAdam(p, lr=0.1), 'decoupled'),  # by its betas
+])
+def test_auto_mode_follows_the_optimizer(make, expected):
+    model = TinySparseLinear()
+    hook = SRSTEDecayHook(decay=1e-2)
+    assert hook.mode == 'auto'
+    hook.before_train(_runner(model, make(model.parameters())))
+    assert hook.modes == [expected]
+    forced = SRSTEDecayHook(decay=1e-2, mode='grad')
+    forced.before_train(_runner(model, make(model.parameters())))
+    assert forced.modes == ['grad']
+    hook.after_train(None)
+    forced.after_train(None)
+
+
+def _adamw_reference(weight, grad, lr):
+    """One plain AdamW step (weight_decay 0) of a copy of ``weight`` with ``grad``."""
+    ref = nn.Parameter(weight.detach().clone())
+    ref.grad = grad.clone()
+    torch.optim.AdamW([ref], lr=lr, weight_decay=0.0).step()
+    return ref.detach()
+
+
+@pytest.mark.parametrize('fused', [False, True])
+def test_decoupled_decay_under_adamw_is_lr_times_decay_times_w(fused):
+    """W <- W * (1 - lr * decay * (1 - clamp(S, 0, 1))), then AdamW's update, per group lr."""
+    model = TinySparseLinear()
+    fc = model.fc
+    lr, decay = 0.05, 0.5
+    optimizer = torch.optim.AdamW([dict(params=[fc.weight], lr=lr),
+                                   dict(params=[fc.bias], lr=lr)], weight_decay=0.0,
+                                  fused=fused)
+    hook = SRSTEDecayHook(decay=decay)
+    hook.before_train(_runner(model, optimizer))
+    assert hook.modes == ['decoupled']
+    optimizer.param_groups[0]['lr'] = 2 * lr  # as an MMEngine scheduler would set it
+    fc(torch.randn(3, 16)).square().sum().backward()
+    w0, grad, mask = fc.weight.detach().clone(), fc.weight.grad.clone(), fc.mask.clone()
+    assert (mask == 0).sum() == w0.numel() // 2  # 2:4 at preserve rate 0: half pruned
+    optimizer.step()
+    decayed = w0 * (1 - 2 * lr * decay * (1 - mask.clamp(0, 1)))
+    torch.testing.assert_close(fc.weight.detach(), _adamw_reference(decayed, grad, 2 * lr))
+    # The gradient itself is untouched (the grad-mode term is not added).
+    torch.testing.assert_close(fc.weight.grad, grad)
+    hook.after_train(None)
+
+
+@pytest.mark.parametrize('fused', [False, True])
+def test_decoupled_decay_skips_steps_amp_skips(fused):
+    """A step GradScaler skips for non-finite gradients decays nothing: an ordinary optimizer
+    is not stepped (no hook runs), a fused one is stepped with optimizer.found_inf = 1."""
+    model = TinySparseLinear()
+    fc = model.fc
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1, weight_decay=0.0, fused=fused)
+    SRSTEDecayHook(decay=0.5).before_train(_runner(model, optimizer))
+    scaler = torch.amp.GradScaler('cpu', init_scale=2.0 ** 4)
+    scaler.scale(fc(torch.randn(3, 16)).sum()).backward()
+    fc.weight.grad[0, 0] = float('inf')
+    before = fc.weight.detach().clone()
+    scaler.step(optimizer)
+    scaler.update()
+    torch.testing.assert_close(fc.weight.detach(), before, rtol=0, atol=0)
+    # The next, finite step decays again.
+    optimizer.zero_grad()
+    scaler.scale(fc(torch.randn(3, 16)).sum()).backward()
+    scaler.step(optimizer)
+    assert not torch.equal(fc.weight.detach(), before)
+
+
+def test_decoupled_decay_is_a_fixed_number_of_foreach_ops():
+    from ..sparsity.test_sync_free import OpRecorder
+    counts = []
+    for count in (4, 16):
+        layers = [SparseLinear(16, 8, n=2, m=4, device='meta') for _ in range(count)]
+        for layer in layers:
+            layer.weight.grad = torch.zeros_like(layer.weight)
+        hook = SRSTEDecayHook(decay=1e-3, mode='decoupled')._make_decoupled_hook(layers)
+        optimizer = types.SimpleNamespace(
+            param_groups=[dict(params=[layer.weight for layer in layers], lr=1e-3)],
+            found_inf=torch.zeros((), device='meta'))
+        with OpRecorder() as recorder:
+            hook(optimizer, (), {})
+        assert recorder.host_reads() == []
+        counts.append(len(recorder.ops()))
+    assert counts[0] == counts[1] <= 12, counts
+
+
+def test_decay_mode_is_checked():
+    with pytest.raises(ValueError, match=r"mode must be one of \('auto', 'grad', 'decoupled'\), "
+                                         r"got 'sgd'"):
+        SRSTEDecayHook(mode='sgd')
