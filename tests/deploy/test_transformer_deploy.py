@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 from mmengine.config import Config
-from mmengine.registry import init_default_scope
+from mmengine.registry import DefaultScope
 
 from mmdet_maxq.deploy import export_verified
 from mmdet_maxq.models import SparseLinear, SparsitySettings, sparse_layers, sparsify
@@ -34,17 +34,18 @@ def vit_cfg() -> dict:
 def exported(tmp_path_factory, one_thread):
     from mmpretrain.registry import MODELS
 
-    init_default_scope('mmpretrain')
-    torch.manual_seed(0)
-    model = MODELS.build(vit_cfg()['model'])
-    report = sparsify(model, SparsitySettings(method='maxq', n=2, m=8,
-                                              layers=['backbone.*', 'head.*']))
-    assert report.dense == {'backbone.patch_embed.projection':
-                            '3 input channels not divisible by M=8'}
-    model.eval()
-    out = tmp_path_factory.mktemp('vit_deploy') / 'model.pth'
-    result = export_verified(model, Config(vit_cfg()), str(out), num_images=2)
-    return model, result
+    # The test's scope, restored afterwards (later tests build from other registries).
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        torch.manual_seed(0)
+        model = MODELS.build(vit_cfg()['model'])
+        report = sparsify(model, SparsitySettings(method='maxq', n=2, m=8,
+                                                  layers=['backbone.*', 'head.*']))
+        assert report.dense == {'backbone.patch_embed.projection':
+                                '3 input channels not divisible by M=8'}
+        model.eval()
+        out = tmp_path_factory.mktemp('vit_deploy') / 'model.pth'
+        result = export_verified(model, Config(vit_cfg()), str(out), num_images=2)
+        return model, result
 
 
 def test_linear_layers_fold_to_exact_nm_and_equal_predictions(exported):

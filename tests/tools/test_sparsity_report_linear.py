@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 from mmengine.config import Config
-from mmengine.registry import init_default_scope
+from mmengine.registry import DefaultScope
 
 from mmdet_maxq.analysis import block_totals, layer_macs, report_layers, report_rows, stage_totals
 from mmdet_maxq.engine.hooks.sparsity_logger_hook import sparsity_figures
@@ -43,10 +43,10 @@ def test_stage_and_block_of_cnn_and_transformer_names(name, stage, block):
 def swin(one_thread):
     from mmdet.registry import MODELS
 
-    init_default_scope('mmdet')
     torch.manual_seed(0)
     model = nn.Module()
-    model.backbone = MODELS.build(SWIN)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        model.backbone = MODELS.build(SWIN)
     report = sparsify(model, SparsitySettings(method='maxq', n=2, m=8))
     assert report.dense == {'backbone.patch_embed.projection':
                             '3 input channels not divisible by M=8'}
@@ -111,9 +111,9 @@ def test_tool_reports_linear_layers_per_stage_and_block(tmp_path, capsys, one_th
         f"_base_ = {base!r}\n"
         f"model = dict(backbone=dict(_delete_=True, **{SWIN!r}),\n"
         "             neck=dict(in_channels=[32, 64, 128, 256]))\n")
-    init_default_scope('mmdet')
     torch.manual_seed(0)
-    model = MODELS.build(Config.fromfile(str(config)).model)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        model = MODELS.build(Config.fromfile(str(config)).model)
     torch.save(dict(state_dict=model.state_dict(), meta={}), tmp_path / 'model.pth')
     spec = importlib.util.spec_from_file_location(
         'sparsity_report_tool', osp.join(REPO, 'tools', 'sparsity_report.py'))
