@@ -210,6 +210,18 @@ def test_convnext_detector_from_the_classifier_under_the_projects_tools(
     assert 'missing keys in source state_dict: ' + ', '.join(NEW_NORMS) in log
     assert 'unexpected key' not in log
     _check_backbone_loaded(checkpoint, str(work / 'epoch_1.pth'))
+    # The folded plain detector: exactly 2:4 convs and linear layers, the same outputs.
+    out = tmp_path / 'deploy' / 'convnext.pth'
+    proc = run_tool(['tools/deploy.py', CONVNEXT_DETECTOR, str(work / 'epoch_1.pth'), str(out),
+                     '--num-images', '2', '--cfg-options', INIT + checkpoint,
+                     'model.test_cfg.rcnn.score_thr=0.0', *data_options(synthetic_coco)],
+                    env=SINGLE_THREAD)
+    assert '13 of 13 folded layers exactly 2:4' in _log(proc)
+    state = torch.load(out, map_location='cpu', weights_only=True)['state_dict']
+    folded = [k for k, v in state.items() if k.startswith('backbone.') and
+              k.endswith('.weight') and v.dim() in (2, 4) and v.shape[1] % 4 == 0 and
+              is_nm_sparse(v, 2, 4)]
+    assert {state[k].dim() for k in folded} == {2, 4} and len(folded) == 13
 
 
 @pytest.fixture(scope='module')
